@@ -1,0 +1,258 @@
+"""Fused ops: whole neural-network pieces with a hand-derived backward.
+
+Composing these from primitives (exp, sum, div, ...) would be correct but
+slow and memory-hungry: every intermediate array would be kept for backward.
+A fused op computes the forward in a few array calls, keeps only what the
+backward formula needs, and writes that formula out. Each one is tested
+against the same computation built from primitive ops (tests/).
+"""
+import math
+
+from miniclip.backend import get_array_module
+from miniclip.autograd.function import Function
+
+
+def _softmax(x, axis):
+    xp = get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: no overflow
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _logsumexp(x, axis):
+    xp = get_array_module(x)
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)                 # a row of -inf stays -inf
+    return m + xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    """y = exp(x) / Σ exp(x) along `axis`."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        y = _softmax(x, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        # dL/dx = y ⊙ (g − Σ g·y): the Jacobian diag(y) − y yᵀ applied to g
+        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y = x − logsumexp(x) along `axis`."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        y = x - _logsumexp(x, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        xp = get_array_module(y)
+        # dL/dx = g − softmax(x) · Σ g
+        return grad - xp.exp(y) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+class LogSumExp(Function):
+    """y = log Σ exp(x) along `axis`."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1, keepdims=False):
+        y = _logsumexp(x, axis)
+        ctx.save_for_backward(x, y)
+        ctx.axis, ctx.keepdims = axis, keepdims
+        return y if keepdims else y.squeeze(axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved
+        xp = get_array_module(x)
+        if not ctx.keepdims:
+            grad = xp.expand_dims(grad, ctx.axis)
+        return grad * xp.exp(x - y)            # d lse / dx = softmax(x)
+
+
+class LayerNorm(Function):
+    """y = (x − mean) / √(var + eps) · weight + bias over the last axis.
+
+    x: (..., D), weight: (D,), bias: (D,)
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        xp = get_array_module(x)
+        mean = x.mean(axis=-1, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=-1, keepdims=True)   # biased variance, like torch
+        rstd = 1.0 / xp.sqrt(var + eps)
+        x_hat = centred * rstd
+        ctx.save_for_backward(x_hat, rstd, weight)
+        return x_hat * weight + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_hat, rstd, weight = ctx.saved
+        D = x_hat.shape[-1]
+        rows = grad.reshape(-1, D)
+        grad_weight = (rows * x_hat.reshape(-1, D)).sum(axis=0)   # Σ g·x̂
+        grad_bias = rows.sum(axis=0)                               # Σ g
+        g_hat = grad * weight                                      # dL/dx̂
+        # dL/dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))
+        grad_x = rstd * (g_hat - g_hat.mean(axis=-1, keepdims=True)
+                         - x_hat * (g_hat * x_hat).mean(axis=-1, keepdims=True))
+        return grad_x, grad_weight, grad_bias
+
+
+class QuickGELU(Function):
+    """y = x · σ(1.702 x), OpenAI CLIP's activation."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        s = 0.5 * (xp.tanh(0.851 * x) + 1)      # σ(1.702x) = (tanh(0.851x) + 1) / 2
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, s = ctx.saved
+        return grad * (s + 1.702 * x * s * (1 - s))   # σ + 1.702 x σ (1 − σ)
+
+
+class GELU(Function):
+    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), the tanh form."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        c = math.sqrt(2.0 / math.pi)
+        t = xp.tanh(c * (x + 0.044715 * x ** 3))
+        ctx.save_for_backward(x, t)
+        return 0.5 * x * (1 + t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, t = ctx.saved
+        c = math.sqrt(2.0 / math.pi)
+        du_dx = c * (1 + 3 * 0.044715 * x * x)
+        return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
+
+
+class Linear(Function):
+    """y = x @ weightᵀ + bias.  x: (..., in), weight: (out, in), bias: (out,)"""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        x2 = x.reshape(-1, x.shape[-1])             # one big matmul, not one per batch item
+        y = x2 @ weight.T
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved
+        g2 = grad.reshape(-1, grad.shape[-1])         # (rows, out)
+        grad_x = (g2 @ weight).reshape(x.shape)       # dL/dx = g · W
+        grad_weight = g2.T @ x.reshape(-1, x.shape[-1])   # dL/dW = gᵀ · x
+        grad_bias = g2.sum(axis=0) if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+class CrossEntropy(Function):
+    """Mean over N of −log softmax(logits)[target].  logits: (N, C), targets: (N,) ints"""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        xp = get_array_module(logits)
+        log_p = logits - _logsumexp(logits, axis=-1)
+        rows = xp.arange(len(targets))
+        ctx.save_for_backward(log_p, targets)
+        return -log_p[rows, targets].mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_p, targets = ctx.saved
+        xp = get_array_module(log_p)
+        N = len(targets)
+        grad_logits = xp.exp(log_p)                           # softmax
+        grad_logits[xp.arange(N), targets] -= 1               # − one-hot
+        return grad_logits * (grad / N)                       # (p − y) / N
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q kᵀ / √D + mask) v.
+
+    q: (..., Tq, D), k: (..., Tk, D), v: (..., Tk, Dv),
+    mask: additive, broadcastable to (..., Tq, Tk) (−inf hides a position).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask=None):
+        xp = get_array_module(q)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = (q * scale) @ xp.swapaxes(k, -1, -2)         # (..., Tq, Tk)
+        if mask is not None:
+            scores += mask                                    # in place: keeps the dtype of q
+        p = _softmax(scores, axis=-1)
+        ctx.save_for_backward(q, k, v, p)
+        ctx.scale = scale
+        return p @ v
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, p = ctx.saved
+        xp = get_array_module(q)
+        grad_v = xp.swapaxes(p, -1, -2) @ grad                # dL/dv = pᵀ g
+        grad_p = grad @ xp.swapaxes(v, -1, -2)                # dL/dp = g vᵀ
+        grad_s = p * (grad_p - (grad_p * p).sum(axis=-1, keepdims=True))   # softmax backward
+        grad_s *= ctx.scale
+        grad_q = grad_s @ k                                   # dL/dq = dS k / √D
+        grad_k = xp.swapaxes(grad_s, -1, -2) @ q              # dL/dk = dSᵀ q / √D
+        return grad_q, grad_k, grad_v
+
+
+class Embedding(Function):
+    """Rows of `weight` picked by integer `ids`.  weight: (V, D), ids: (...) -> (..., D)"""
+
+    @staticmethod
+    def forward(ctx, weight, ids):
+        ctx.shape, ctx.ids = weight.shape, ids
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = get_array_module(grad)
+        grad_weight = xp.zeros(ctx.shape, dtype=grad.dtype)
+        xp.add.at(grad_weight, ctx.ids.ravel(), grad.reshape(-1, ctx.shape[1]))   # sum per id
+        return grad_weight
+
+
+class Normalize(Function):
+    """y = x / max(‖x‖, eps) along `axis` (L2 normalisation)."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1, eps=1e-12):
+        xp = get_array_module(x)
+        norm = xp.sqrt((x * x).sum(axis=axis, keepdims=True))
+        denom = xp.maximum(norm, eps)
+        y = x / denom
+        ctx.save_for_backward(y, denom, norm > eps)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, denom, scaled = ctx.saved
+        # where ‖x‖ > eps: dL/dx = (g − y Σ g·y) / ‖x‖ ; else y = x/eps: dL/dx = g / eps
+        radial = y * (grad * y).sum(axis=ctx.axis, keepdims=True)
+        return (grad - radial * scaled) / denom

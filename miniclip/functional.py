@@ -1,0 +1,120 @@
+"""The ops as functions: `import miniclip.functional as F`.
+
+Inputs may be Tensors or arrays. Each function is a thin call to one op
+class; the math and its backward live in miniclip/autograd/ops.py
+(primitives) and miniclip/autograd/nn_ops.py (fused ops).
+"""
+from miniclip.autograd import nn_ops, ops
+from miniclip.autograd.tensor import as_tensor, _data
+
+matmul = ops.matmul
+
+
+def exp(x):
+    return ops.Exp.apply(x)
+
+
+def log(x):
+    return ops.Log.apply(x)
+
+
+def sqrt(x):
+    return ops.Sqrt.apply(x)
+
+
+def tanh(x):
+    return ops.Tanh.apply(x)
+
+
+def sigmoid(x):
+    return ops.Sigmoid.apply(x)
+
+
+def relu(x):
+    return ops.ReLU.apply(x)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 (NumPy's name)
+    return ops.Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return ops.Mean.apply(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return ops.Max.apply(x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, shape):
+    return ops.Reshape.apply(x, shape=tuple(shape))
+
+
+def transpose(x, axes=None):
+    return ops.Transpose.apply(x, axes=axes)
+
+
+def concatenate(tensors, axis=0):
+    return ops.Concatenate.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    return ops.Stack.apply(*tensors, axis=axis)
+
+
+def where(cond, a, b):
+    """a where cond is True, else b. cond: a boolean array or Tensor (no gradient)."""
+    a = as_tensor(a)
+    return ops.Where.apply(a, b, cond=_data(cond))
+
+
+def softmax(x, axis=-1):
+    return nn_ops.Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return nn_ops.LogSoftmax.apply(x, axis=axis)
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    return nn_ops.LogSumExp.apply(x, axis=axis, keepdims=keepdims)
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """x: (..., D) normalised over D, then scaled by weight (D,) and shifted by bias (D,)."""
+    return nn_ops.LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+def quick_gelu(x):
+    return nn_ops.QuickGELU.apply(x)
+
+
+def gelu(x):
+    return nn_ops.GELU.apply(x)
+
+
+def linear(x, weight, bias=None):
+    """x: (..., in), weight: (out, in), bias: (out,) -> (..., out)"""
+    if bias is None:
+        return nn_ops.Linear.apply(x, weight)
+    return nn_ops.Linear.apply(x, weight, bias)
+
+
+def cross_entropy(logits, targets):
+    """logits: (N, C), targets: (N,) class indices -> mean negative log-likelihood."""
+    return nn_ops.CrossEntropy.apply(logits, targets=_data(targets))
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    """q: (..., Tq, D), k: (..., Tk, D), v: (..., Tk, Dv); mask additive -> (..., Tq, Dv)"""
+    return nn_ops.ScaledDotProductAttention.apply(q, k, v, mask=_data(mask))
+
+
+def embedding(ids, weight):
+    """ids: (...) integers, weight: (V, D) -> (..., D)"""
+    return nn_ops.Embedding.apply(weight, ids=_data(ids))
+
+
+def normalize(x, axis=-1, eps=1e-12):
+    """x / ‖x‖ along axis (L2), with ‖x‖ floored at eps."""
+    return nn_ops.Normalize.apply(x, axis=axis, eps=eps)

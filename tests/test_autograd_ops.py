@@ -1,0 +1,204 @@
+"""Every op: float64 finite-difference gradcheck, fused == composed, float32 ≈ float64."""
+import functools
+import math
+
+import numpy as np
+import pytest
+
+import miniclip.functional as F
+from miniclip import Tensor
+from miniclip.autograd import gradcheck
+
+RNG = np.random.default_rng(0)
+
+
+def normal(*shape):
+    return RNG.standard_normal(shape)
+
+
+def positive(*shape):
+    return RNG.uniform(0.5, 2.0, shape)
+
+
+def transposed(*shape):
+    """A non-contiguous array: the transpose of a (reversed-shape) array."""
+    return RNG.standard_normal(shape[::-1]).T
+
+
+def distinct(*shape):
+    """Values far from each other and from 0 (no ties for max, no kink for relu)."""
+    n = int(np.prod(shape))
+    values = (RNG.permutation(n) + 1.0) * 0.37 * RNG.choice([-1, 1], n)
+    return values.reshape(shape)
+
+
+IDS = np.array([[1, 3, 3, 0], [2, 2, 4, 1]])          # repeated ids: gradients add up
+TARGETS = np.array([2, 0, 1, 2, 4])
+CAUSAL = np.triu(np.full((5, 5), -np.inf), k=1)
+CUT = (slice(1, 3), slice(None, None, 2))
+W43, W423, W32 = normal(4, 3), normal(4, 2, 3), normal(3, 2)
+
+# (name, function of Tensors, input makers); each input is made in float64
+CASES = [
+    ("add", lambda xp, a, b: a + b, [normal(3, 4), normal(4)]),
+    ("add_scalar", lambda xp, a: 2.5 + a, [normal(3, 4)]),
+    ("sub", lambda xp, a, b: a - b, [normal(2, 3, 4), normal(3, 1)]),
+    ("rsub", lambda xp, a: 1.0 - a, [normal(3)]),
+    ("mul", lambda xp, a, b: a * b, [normal(2, 3, 4), normal(3, 1)]),
+    ("mul_transposed", lambda xp, a, b: a * b, [transposed(4, 3), normal(4, 3)]),
+    ("div", lambda xp, a, b: a / b, [normal(3, 4), positive(4)]),
+    ("rdiv", lambda xp, a: 2.0 / a, [positive(3, 2)]),
+    ("neg", lambda xp, a: -a, [normal(3, 4)]),
+    ("pow", lambda xp, a: a ** 3, [normal(3, 4)]),
+    ("pow_fractional", lambda xp, a: a ** -0.5, [positive(3, 4)]),
+    ("exp", lambda xp, a: a.exp(), [normal(3, 4)]),
+    ("log", lambda xp, a: a.log(), [positive(3, 4)]),
+    ("sqrt", lambda xp, a: a.sqrt(), [positive(3, 4)]),
+    ("tanh", lambda xp, a: a.tanh(), [normal(3, 4)]),
+    ("sigmoid", lambda xp, a: a.sigmoid(), [normal(3, 4)]),
+    ("relu", lambda xp, a: a.relu(), [distinct(3, 4)]),
+    ("matmul", lambda xp, a, b: a @ b, [normal(3, 4), normal(4, 5)]),
+    ("matmul_batched_broadcast", lambda xp, a, b: a @ b, [normal(2, 3, 4), normal(4, 5)]),
+    ("matmul_batched_both", lambda xp, a, b: a @ b, [normal(2, 1, 3, 4), normal(3, 4, 2)]),
+    ("matmul_vector", lambda xp, a, b: a @ b, [normal(3, 4), normal(4)]),
+    ("matmul_transposed", lambda xp, a, b: a @ b, [transposed(3, 4), transposed(4, 2)]),
+    ("sum_all", lambda xp, a: a.sum(), [normal(3, 4)]),
+    ("sum_axis", lambda xp, a: a.sum(axis=1), [normal(2, 3, 4)]),
+    ("sum_axes_keepdims", lambda xp, a: a.sum(axis=(0, 2), keepdims=True), [normal(2, 3, 4)]),
+    ("mean_axis", lambda xp, a: a.mean(axis=-1), [normal(2, 3, 4)]),
+    ("mean_all", lambda xp, a: a.mean(), [normal(2, 3)]),
+    ("max_axis", lambda xp, a: a.max(axis=0), [distinct(3, 4)]),
+    ("max_all_keepdims", lambda xp, a: a.max(keepdims=True), [distinct(3, 4)]),
+    ("reshape", lambda xp, a: a.reshape(4, 3) * xp.asarray(W43, a.dtype), [normal(3, 4)]),
+    ("transpose", lambda xp, a: a.transpose(2, 0, 1) * xp.asarray(W423, a.dtype), [normal(2, 3, 4)]),
+    ("T", lambda xp, a: a.T @ xp.asarray(W32, a.dtype), [normal(3, 4)]),
+    ("getitem_slice", lambda xp, a: a[CUT], [normal(4, 5)]),
+    ("getitem_int_arrays", lambda xp, a: a[xp.asarray([0, 2, 2]), xp.asarray([1, 1, 3])], [normal(3, 4)]),
+    ("concatenate", lambda xp, a, b: F.concatenate([a, b, a], axis=1), [normal(2, 3), normal(2, 1)]),
+    ("stack", lambda xp, a, b: F.stack([a, b], axis=1), [normal(2, 3), normal(2, 3)]),
+    ("where", lambda xp, a, b: F.where(xp.arange(12).reshape(3, 4) % 3 == 0, a, b),
+     [normal(3, 4), normal(4)]),
+    ("softmax", lambda xp, a: F.softmax(a, axis=-1), [normal(3, 5)]),
+    ("softmax_axis0", lambda xp, a: F.softmax(a, axis=0), [normal(3, 5)]),
+    ("log_softmax", lambda xp, a: F.log_softmax(a), [normal(3, 5)]),
+    ("logsumexp", lambda xp, a: F.logsumexp(a, axis=-1), [normal(3, 5)]),
+    ("logsumexp_keepdims", lambda xp, a: F.logsumexp(a, axis=0, keepdims=True), [normal(3, 5)]),
+    ("layer_norm", lambda xp, x, w, b: F.layer_norm(x, w, b), [normal(2, 3, 6), normal(6), normal(6)]),
+    ("quick_gelu", lambda xp, a: F.quick_gelu(a), [normal(3, 4) * 2]),
+    ("gelu", lambda xp, a: F.gelu(a), [normal(3, 4) * 2]),
+    ("linear", lambda xp, x, w, b: F.linear(x, w, b), [normal(2, 3, 4), normal(5, 4), normal(5)]),
+    ("linear_no_bias", lambda xp, x, w: F.linear(x, w), [transposed(3, 4), normal(5, 4)]),
+    ("cross_entropy", lambda xp, a: F.cross_entropy(a, xp.asarray(TARGETS)), [normal(5, 6)]),
+    ("attention", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v),
+     [normal(2, 2, 5, 4), normal(2, 2, 5, 4), normal(2, 2, 5, 3)]),
+    ("attention_causal", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=xp.asarray(CAUSAL)),
+     [normal(2, 5, 4), normal(2, 5, 4), normal(2, 5, 4)]),
+    ("embedding", lambda xp, w: F.embedding(xp.asarray(IDS), w), [normal(6, 3)]),
+    ("normalize", lambda xp, a: F.normalize(a, axis=-1), [normal(4, 5)]),
+    ("normalize_axis0", lambda xp, a: F.normalize(a, axis=0), [normal(4, 5)]),
+    ("repeated_input", lambda xp, a: a * a + a.exp() * a, [normal(3, 4)]),
+    ("diamond", lambda xp, a: (lambda h: h.tanh() * h.sigmoid() + h)(a * 2.0), [normal(3, 4)]),
+]
+
+
+def make_inputs(xp, arrays, dtype=np.float64):
+    return [Tensor(xp.asarray(np.array(a, dtype=dtype)), requires_grad=True) for a in arrays]
+
+
+@pytest.mark.parametrize("name, fn, arrays", CASES, ids=[c[0] for c in CASES])
+def test_gradcheck_float64(xp, name, fn, arrays):
+    fn = functools.partial(fn, xp)
+    assert gradcheck(fn, *make_inputs(xp, arrays), atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, fn, arrays", CASES, ids=[c[0] for c in CASES])
+def test_float32_matches_float64(xp, name, fn, arrays):
+    fn = functools.partial(fn, xp)
+    outputs, grads = [], []
+    for dtype in (np.float64, np.float32):
+        inputs = make_inputs(xp, arrays, dtype)
+        out = fn(*inputs)
+        assert out.dtype == dtype, f"{name} changed dtype {dtype} -> {out.dtype}"
+        out.backward(xp.ones(out.shape, dtype=dtype))
+        outputs.append(np.asarray(out.numpy(), dtype=np.float64))
+        grads.append([np.asarray(t.numpy() if t.grad is None else _np(t.grad), np.float64)
+                      for t in inputs])
+    scale = max(1.0, np.abs(outputs[0]).max())
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5 * scale)
+    for g32, g64 in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(g64).max()))
+
+
+def _np(a):
+    from miniclip.backend import to_numpy
+    return to_numpy(a)
+
+
+# ---- fused ops against the same math built from primitive ops ------------------------
+
+def composed_softmax(x, axis=-1):
+    e = (x - x.max(axis=axis, keepdims=True)).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def composed_logsumexp(x, axis=-1, keepdims=False):
+    m = x.max(axis=axis, keepdims=True)
+    y = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
+    return y if keepdims else y.sum(axis=axis)   # sum over a size-1 axis drops it
+
+
+def composed_layer_norm(x, w, b, eps=1e-5):
+    centred = x - x.mean(axis=-1, keepdims=True)
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    return centred / (var + eps).sqrt() * w + b
+
+
+def composed_cross_entropy(logits, targets):
+    log_p = logits - composed_logsumexp(logits, axis=-1, keepdims=True)
+    return -log_p[np.arange(len(targets)), targets.tolist()].mean()
+
+
+def composed_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(*range(k.ndim - 2), k.ndim - 1, k.ndim - 2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + mask
+    return composed_softmax(scores) @ v
+
+
+GELU_C = math.sqrt(2 / math.pi)
+
+FUSED = [
+    ("softmax", lambda xp, x: F.softmax(x), lambda xp, x: composed_softmax(x), [normal(4, 7)]),
+    ("log_softmax", lambda xp, x: F.log_softmax(x), lambda xp, x: x - composed_logsumexp(x, keepdims=True), [normal(4, 7)]),
+    ("logsumexp", lambda xp, x: F.logsumexp(x), lambda xp, x: composed_logsumexp(x), [normal(4, 7)]),
+    ("layer_norm", lambda xp, *a: F.layer_norm(*a), lambda xp, *a: composed_layer_norm(*a), [normal(2, 3, 8), normal(8), normal(8)]),
+    ("quick_gelu", lambda xp, x: F.quick_gelu(x), lambda xp, x: x * (x * 1.702).sigmoid(), [normal(3, 4) * 3]),
+    ("gelu", lambda xp, x: F.gelu(x), lambda xp, x: x * 0.5 * ((x + x ** 3 * 0.044715) * GELU_C).tanh() + x * 0.5,
+     [normal(3, 4) * 3]),
+    ("linear", lambda xp, *a: F.linear(*a), lambda xp, x, w, b: x @ w.T + b, [normal(2, 3, 4), normal(5, 4), normal(5)]),
+    ("cross_entropy", lambda xp, x: F.cross_entropy(x, xp.asarray(TARGETS)),
+     lambda xp, x: composed_cross_entropy(x, xp.asarray(TARGETS)), [normal(5, 6)]),
+    ("attention", lambda xp, *a: F.scaled_dot_product_attention(*a),
+     lambda xp, *a: composed_attention(*a),
+     [normal(2, 3, 5, 4), normal(2, 3, 5, 4), normal(2, 3, 5, 2)]),
+    ("attention_causal", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v, xp.asarray(CAUSAL)),
+     lambda xp, q, k, v: composed_attention(q, k, v, xp.asarray(CAUSAL)),
+     [normal(3, 5, 4), normal(3, 5, 4), normal(3, 5, 4)]),
+    ("embedding", lambda xp, w: F.embedding(xp.asarray(IDS), w), lambda xp, w: w[xp.asarray(IDS)], [normal(6, 3)]),
+    ("normalize", lambda xp, x: F.normalize(x), lambda xp, x: x / (x * x).sum(axis=-1, keepdims=True).sqrt(),
+     [normal(4, 5)]),
+]
+
+
+@pytest.mark.parametrize("name, fused, composed, arrays", FUSED, ids=[c[0] for c in FUSED])
+def test_fused_equals_composed(xp, name, fused, composed, arrays):
+    results = []
+    for fn in (fused, composed):
+        inputs = make_inputs(xp, arrays)
+        out = fn(xp, *inputs)
+        out.backward(xp.asarray(np.random.default_rng(1).standard_normal(out.shape)))
+        results.append((out.numpy(), [_np(t.grad) for t in inputs]))
+    (out_f, grads_f), (out_c, grads_c) = results
+    np.testing.assert_allclose(out_f, out_c, rtol=1e-12, atol=1e-12)
+    for gf, gc in zip(grads_f, grads_c):
+        np.testing.assert_allclose(gf, gc, rtol=1e-12, atol=1e-12)
