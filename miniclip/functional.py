@@ -101,7 +101,7 @@ def linear(x, weight, bias=None):
 
 
 def cross_entropy(logits, targets):
-    """logits: (N, C), targets: (N,) class indices -> mean negative log-likelihood."""
+    """logits: (N, C); targets: (N,) class indices or (N, C) probabilities -> mean loss."""
     return nn_ops.CrossEntropy.apply(logits, targets=_data(targets))
 
 

@@ -34,6 +34,7 @@ def distinct(*shape):
 
 IDS = np.array([[1, 3, 3, 0], [2, 2, 4, 1]])          # repeated ids: gradients add up
 TARGETS = np.array([2, 0, 1, 2, 4])
+SOFT = np.array([[0.5, 0.5, 0, 0], [0, 1.0, 0, 0], [0.25, 0.25, 0.25, 0.25]])   # rows sum to 1
 CAUSAL = np.triu(np.full((5, 5), -np.inf), k=1)
 CUT = (slice(1, 3), slice(None, None, 2))
 W43, W423, W32 = normal(4, 3), normal(4, 2, 3), normal(3, 2)
@@ -89,6 +90,7 @@ CASES = [
     ("linear", lambda xp, x, w, b: F.linear(x, w, b), [normal(2, 3, 4), normal(5, 4), normal(5)]),
     ("linear_no_bias", lambda xp, x, w: F.linear(x, w), [transposed(3, 4), normal(5, 4)]),
     ("cross_entropy", lambda xp, a: F.cross_entropy(a, xp.asarray(TARGETS)), [normal(5, 6)]),
+    ("cross_entropy_soft", lambda xp, a: F.cross_entropy(a, xp.asarray(SOFT, a.dtype)), [normal(3, 4)]),
     ("attention", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v),
      [normal(2, 2, 5, 4), normal(2, 2, 5, 4), normal(2, 2, 5, 3)]),
     ("attention_causal", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=xp.asarray(CAUSAL)),
@@ -178,6 +180,9 @@ FUSED = [
     ("linear", lambda xp, *a: F.linear(*a), lambda xp, x, w, b: x @ w.T + b, [normal(2, 3, 4), normal(5, 4), normal(5)]),
     ("cross_entropy", lambda xp, x: F.cross_entropy(x, xp.asarray(TARGETS)),
      lambda xp, x: composed_cross_entropy(x, xp.asarray(TARGETS)), [normal(5, 6)]),
+    ("cross_entropy_soft", lambda xp, x: F.cross_entropy(x, xp.asarray(SOFT)),
+     lambda xp, x: -((x - composed_logsumexp(x, keepdims=True)) * xp.asarray(SOFT)).sum(axis=-1).mean(),
+     [normal(3, 4)]),
     ("attention", lambda xp, *a: F.scaled_dot_product_attention(*a),
      lambda xp, *a: composed_attention(*a),
      [normal(2, 3, 5, 4), normal(2, 3, 5, 4), normal(2, 3, 5, 2)]),

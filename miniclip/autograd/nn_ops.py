@@ -169,24 +169,26 @@ class Linear(Function):
 
 
 class CrossEntropy(Function):
-    """Mean over N of −log softmax(logits)[target].  logits: (N, C), targets: (N,) ints"""
+    """Mean over N of −Σ_c target[c] · log softmax(logits)[c].
+
+    logits: (N, C); targets: (N,) class indices, or (N, C) probabilities
+    (each row sums to 1, e.g. spread over several correct classes).
+    """
 
     @staticmethod
     def forward(ctx, logits, targets):
         xp = get_array_module(logits)
         log_p = logits - _logsumexp(logits, axis=-1)
-        rows = xp.arange(len(targets))
+        if targets.ndim == 1:                                 # indices -> one-hot rows
+            targets = xp.eye(logits.shape[-1], dtype=logits.dtype)[targets]
         ctx.save_for_backward(log_p, targets)
-        return -log_p[rows, targets].mean()
+        return -(targets * log_p).sum(axis=-1).mean()
 
     @staticmethod
     def backward(ctx, grad):
         log_p, targets = ctx.saved
         xp = get_array_module(log_p)
-        N = len(targets)
-        grad_logits = xp.exp(log_p)                           # softmax
-        grad_logits[xp.arange(N), targets] -= 1               # − one-hot
-        return grad_logits * (grad / N)                       # (p − y) / N
+        return (xp.exp(log_p) - targets) * (grad / len(targets))   # (softmax − target) / N
 
 
 class ScaledDotProductAttention(Function):
