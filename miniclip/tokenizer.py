@@ -1,0 +1,437 @@
+"""Byte-level BPE tokenizer, compatible with OpenAI CLIP's `simple_tokenizer`.
+
+Text becomes token ids in four steps:
+    1. clean      html-unescape twice, collapse whitespace, strip, lower-case
+    2. split      a regex cuts the text into words, numbers (one digit each)
+                  and runs of punctuation: "a cat's toy!" -> a, cat, 's, toy, !
+    3. bytes      each piece becomes its UTF-8 bytes, one symbol per byte; the
+                  last symbol carries an end-of-word mark `</w>`
+    4. merge      adjacent symbols are merged, lowest-ranked pair first, using
+                  the merge list (the "vocabulary file") until none applies
+
+Ids: 0..255 the bytes, 256..511 the bytes with `</w>`, then one id per merge
+(in file order), then <|startoftext|> and <|endoftext|>. With OpenAI's file
+that is 49408 ids, start = 49406, end = 49407.
+
+`train_bpe(texts, num_merges)` learns a merge list from a corpus, and
+`tokenize(texts)` turns strings into the (N, 77) int64 array a text tower eats.
+OpenAI also runs `ftfy.fix_text` first; miniclip does not depend on ftfy, so
+the two differ only on text ftfy would repair (mojibake, curly quotes, ...).
+"""
+import gzip
+import heapq
+import html
+import re
+from collections import Counter, defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import regex
+
+from miniclip.download import DownloadError, cache_dir, download, find_asset
+
+OPENAI_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+OPENAI_VOCAB_URL = "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz"
+OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+OPENAI_NUM_MERGES = 49152 - 256 - 2  # OpenAI uses the first 48894 merge lines
+
+DEFAULT_VOCAB_PATH = Path(__file__).resolve().parent.parent / "data" / "miniclip_bpe.txt.gz"
+DEFAULT_NUM_MERGES = 1000  # an upper bound: training stops once no pair occurs twice
+
+SOT_TEXT = "<|startoftext|>"
+EOT_TEXT = "<|endoftext|>"
+END_OF_WORD = "</w>"
+
+# Step 2: special tokens, contractions, letter runs, single digits, punctuation runs.
+PATTERN = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE)
+WHITESPACE = regex.compile(r"\s+")
+# The same split for ASCII-only text with the standard `re` module, twice as
+# fast: there \p{L} is a-z (the text is lower-cased) and \p{N} is 0-9. The
+# whitespace is spelled out because re's \s also matches \x1c-\x1f.
+ASCII_PATTERN = re.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\t\n\x0b\x0c\r a-z0-9]+""",
+    re.IGNORECASE | re.ASCII)
+
+
+def bytes_to_unicode():
+    """GPT-2's table byte (0..255) -> a printable character, as a dict in id order.
+
+    Printable bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for themselves; the
+    other 68 (space, control characters, ...) get the characters from chr(256)
+    on. Every symbol of the merge file is then a visible, whitespace-free string.
+    """
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    table = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in table]
+    for n, b in enumerate(others):
+        table[b] = chr(256 + n)
+    return table
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+def clean(text):
+    """Step 1, exactly as OpenAI's basic_clean + whitespace_clean + lower (minus ftfy)."""
+    text = html.unescape(html.unescape(text)).strip()
+    text = WHITESPACE.sub(" ", text).strip()
+    return text.lower()
+
+
+def pre_tokenize(text):
+    """Steps 1 and 2: the pieces BPE works on. 'A cat!' -> ['a', 'cat', '!']"""
+    text = clean(text)
+    if text.isascii():
+        return ASCII_PATTERN.findall(text)
+    return PATTERN.findall(text)
+
+
+def piece_symbols(piece):
+    """Step 3 as strings: 'cat' -> ['c', 'a', 't</w>'] (bytes through BYTE_TO_CHAR)."""
+    symbols = [BYTE_TO_CHAR[b] for b in piece.encode("utf-8")]
+    symbols[-1] += END_OF_WORD
+    return symbols
+
+
+class Tokenizer:
+    """A merge list turned into an encoder/decoder.
+
+    merges: list of (left, right) symbol pairs, best (lowest rank) first, as in
+    the vocabulary file. Build one with `Tokenizer.from_file`, `.openai()`,
+    `.default()` or `train_bpe(...)`.
+    """
+
+    def __init__(self, merges):
+        self.merges = [tuple(pair) for pair in merges]
+        # id -> token string: bytes, bytes + </w>, one per merge, the two specials.
+        byte_chars = list(BYTE_TO_CHAR.values())
+        self.vocab = (byte_chars + [c + END_OF_WORD for c in byte_chars]
+                      + [left + right for left, right in self.merges] + [SOT_TEXT, EOT_TEXT])
+        # token string -> id. Like OpenAI's dict(zip(vocab, range)): if two merges
+        # spell the same string, the later id wins, everywhere below too.
+        self.encoder = {token: i for i, token in enumerate(self.vocab)}
+
+        # The merge loop works on ids, not strings: no string concatenation, and
+        # the result comes out as ids directly.
+        self._byte_ids = [self.encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        self._byte_end_ids = [self.encoder[BYTE_TO_CHAR[b] + END_OF_WORD] for b in range(256)]
+        self._rank = {}      # (left id, right id) -> rank (position in the merge list)
+        self._merged = []    # rank -> id of the merged token
+        for rank, (left, right) in enumerate(self.merges):
+            self._merged.append(self.encoder[left + right])
+            if left in self.encoder and right in self.encoder:  # else it can never fire
+                self._rank[(self.encoder[left], self.encoder[right])] = rank
+        self._no_merge = len(self.merges)  # a rank larger than every real one
+        # id -> its bytes, for decode; `</w>` is plain ASCII and stays in the bytes.
+        self._id_bytes = [bytes(CHAR_TO_BYTE[c] for c in token) for token in self.vocab]
+        self.clear_cache()
+
+    # ---- construction -------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path, num_merges=None):
+        """Read a merge file (gzip or plain text): a header line, then "left right" lines.
+
+        num_merges: how many merge lines to use (OpenAI's own file: 48894,
+        which `Tokenizer.openai()` passes); None uses them all.
+        """
+        path = Path(path)
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # the gzip magic number
+            raw = gzip.decompress(raw)
+        lines = raw.decode("utf-8").split("\n")[1:]  # line 0 is the header
+        if num_merges is None:
+            while lines and not lines[-1].strip():
+                lines.pop()
+        elif num_merges > len(lines):
+            raise ValueError(f"{path} holds {len(lines)} merge lines, fewer than "
+                             f"num_merges={num_merges}")
+        else:
+            lines = lines[:num_merges]
+        merges = []
+        for number, line in enumerate(lines, start=2):
+            pair = line.split()
+            if len(pair) != 2:
+                raise ValueError(f"{path}, line {number}: expected 'left right', got {line!r}")
+            merges.append(tuple(pair))
+        return cls(merges)
+
+    @classmethod
+    def openai(cls):
+        """OpenAI CLIP's tokenizer (49408 ids); finds or downloads its vocabulary file."""
+        return cls.from_file(openai_vocab_path(), num_merges=OPENAI_NUM_MERGES)
+
+    @classmethod
+    def default(cls):
+        """miniclip's own small vocabulary (data/miniclip_bpe.txt.gz), to train from scratch."""
+        if not DEFAULT_VOCAB_PATH.is_file():
+            raise FileNotFoundError(
+                f"miniclip's vocabulary file {DEFAULT_VOCAB_PATH} is missing. Rebuild it "
+                "with: python -c \"from miniclip.tokenizer import build_default_vocab; "
+                "build_default_vocab()\"")
+        return cls.from_file(DEFAULT_VOCAB_PATH)
+
+    def save(self, path):
+        """Write the merge list in OpenAI's format; gzip-compressed when path ends with .gz."""
+        path = Path(path)
+        text = "#version: 0.2 miniclip\n" + "".join(f"{a} {b}\n" for a, b in self.merges)
+        data = text.encode("utf-8")
+        if path.name.endswith(".gz"):
+            data = gzip.compress(data, mtime=0)  # mtime=0: the same merges give the same bytes
+        path.write_bytes(data)
+
+    # ---- the vocabulary -----------------------------------------------
+
+    def __len__(self):
+        return len(self.vocab)
+
+    @property
+    def sot_token(self):
+        """Id of <|startoftext|> (49406 for OpenAI's vocabulary)."""
+        return self.encoder[SOT_TEXT]
+
+    @property
+    def eot_token(self):
+        """Id of <|endoftext|> (49407 for OpenAI's vocabulary); the largest id."""
+        return self.encoder[EOT_TEXT]
+
+    def clear_cache(self):
+        """Forget the encoded pieces (the special-token texts stay known)."""
+        self._cache = {SOT_TEXT: [self.sot_token], EOT_TEXT: [self.eot_token]}
+
+    # ---- encode / decode ----------------------------------------------
+
+    def encode(self, text):
+        """str -> list of ids, without start/end tokens. 'a photo.' -> [320, 1125, 269]"""
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        ids = []
+        cache = self._cache
+        for piece in pre_tokenize(text):
+            piece_ids = cache.get(piece)
+            if piece_ids is None:  # a new piece: merge it once, then remember it
+                piece_ids = cache[piece] = self._bpe(piece)
+            ids.extend(piece_ids)
+        return ids
+
+    def _bpe(self, piece):
+        """Step 4 for one piece: its ids after all the merges that apply."""
+        data = piece.encode("utf-8")
+        word = [self._byte_ids[b] for b in data]
+        word[-1] = self._byte_end_ids[data[-1]]
+        rank_of = self._rank.get
+        no_merge = self._no_merge
+        # ranks[i]: rank of the pair (word[i], word[i+1]), or no_merge.
+        ranks = [rank_of(pair, no_merge) for pair in zip(word, word[1:])]
+        while ranks:
+            best = min(ranks)
+            if best == no_merge:
+                break
+            merged = self._merged[best]
+            # Merge every occurrence, left to right, before choosing the next pair
+            # (as OpenAI does). A merge changes only the two neighbouring pairs,
+            # and neither can be `best` again (they hold the new token), so the
+            # next occurrence is simply the leftmost `best` still in `ranks`.
+            i = ranks.index(best)
+            while True:
+                word[i] = merged
+                del word[i + 1]
+                del ranks[i]
+                if i > 0:
+                    ranks[i - 1] = rank_of((word[i - 1], merged), no_merge)
+                if i < len(ranks):
+                    ranks[i] = rank_of((merged, word[i + 1]), no_merge)
+                if best not in ranks:
+                    break
+                i = ranks.index(best)
+        return word
+
+    def decode(self, ids):
+        """ids -> str, as OpenAI's: each `</w>` becomes a space. [320, 1125] -> 'a photo '"""
+        size = len(self.vocab)
+        pieces = []
+        for i in ids:
+            if not 0 <= i < size:
+                raise ValueError(f"token id {i} is outside this vocabulary (0..{size - 1})")
+            pieces.append(self._id_bytes[i])
+        text = b"".join(pieces).decode("utf-8", errors="replace")
+        return text.replace(END_OF_WORD, " ")
+
+
+# ---- OpenAI's vocabulary file -------------------------------------------
+
+def openai_vocab_path():
+    """Path of bpe_simple_vocab_16e6.txt.gz: MINICLIP_ASSETS, else the cache, else download."""
+    path = find_asset(OPENAI_VOCAB_FILE)
+    if path is not None:
+        return path
+    path = cache_dir() / OPENAI_VOCAB_FILE
+    if path.is_file():
+        return path
+    try:
+        return download(OPENAI_VOCAB_URL, path, sha256=OPENAI_VOCAB_SHA256)
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\nOpenAI's vocabulary file {OPENAI_VOCAB_FILE} is needed. Download "
+            f"{OPENAI_VOCAB_URL} by hand and put it in the folder named by "
+            f"MINICLIP_ASSETS, or at {path} (the cache, set by MINICLIP_CACHE).") from err
+
+
+@lru_cache(maxsize=1)
+def _openai_tokenizer():
+    """The shared OpenAI tokenizer used by `tokenize` (read once per process)."""
+    return Tokenizer.openai()
+
+
+def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
+    """Strings -> int64 array (N, context_length): [sot] + ids + [eot], zero-padded.
+
+    Behaves as OpenAI's `clip.tokenize`: a single string gives one row; a text
+    too long for the context raises ValueError, unless truncate=True, which cuts
+    it and puts eot in the last slot. tokenizer: default OpenAI's vocabulary.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if tokenizer is None:
+        tokenizer = _openai_tokenizer()
+    if context_length < 2:
+        raise ValueError(f"context_length={context_length}: needs room for the start "
+                         "and end tokens, so at least 2")
+    sot, eot = tokenizer.sot_token, tokenizer.eot_token
+    rows = np.zeros((len(texts), context_length), dtype=np.int64)
+    for n, text in enumerate(texts):
+        ids = [sot] + tokenizer.encode(text) + [eot]
+        if len(ids) > context_length:
+            if not truncate:
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                raise ValueError(
+                    f"text {n} ({shown!r}) is {len(ids)} tokens with start and end, "
+                    f"more than context_length={context_length}. Pass truncate=True to "
+                    "cut it, or use a larger context_length.")
+            ids = ids[:context_length]
+            ids[-1] = eot
+        rows[n, :len(ids)] = ids
+    return rows
+
+
+# ---- learning a vocabulary ------------------------------------------------
+
+def _merge_symbols(word, left, right, merged):
+    """word with every (left, right), scanned left to right, replaced by `merged`."""
+    out = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == left and word[i + 1] == right:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+def train_bpe(texts, num_merges, min_frequency=2, verbose=False):
+    """Learn up to `num_merges` merges from an iterable of strings -> Tokenizer.
+
+    Each step merges the most frequent adjacent pair of symbols, counted over
+    all words of the corpus (a word seen k times counts k times). Ties go to
+    the pair that sorts first as a (left, right) tuple of strings, so the
+    result is deterministic. Stops early when no pair occurs at least
+    `min_frequency` times. The pieces are exactly those `encode` sees.
+
+    Speed: each distinct word is stored once with its count, and a merge
+    updates only the words that contain the pair (an index pair -> word ids)
+    and the counts of the pairs it changes; a heap finds the best pair.
+    """
+    if isinstance(texts, str):
+        raise TypeError("train_bpe() takes a list of strings, not a single string")
+    piece_counts = Counter()
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"train_bpe() texts must be strings, got {type(text).__name__}")
+        piece_counts.update(pre_tokenize(text))
+    for special in (SOT_TEXT, EOT_TEXT):
+        piece_counts.pop(special, None)
+
+    words = [piece_symbols(piece) for piece in piece_counts]  # each distinct piece once
+    counts = list(piece_counts.values())
+    pair_counts = defaultdict(int)   # (left, right) -> occurrences in the corpus
+    where = defaultdict(set)         # (left, right) -> ids of words that hold it (or did)
+    for w, (word, count) in enumerate(zip(words, counts)):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += count
+            where[pair].add(w)
+    # Max-heap of (-count, pair); entries whose count is out of date are skipped.
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    merges = []
+    while len(merges) < num_merges:
+        while heap and pair_counts.get(heap[0][1]) != -heap[0][0]:
+            heapq.heappop(heap)  # stale: that pair's count has changed since
+        if not heap or -heap[0][0] < min_frequency:
+            break
+        count, (left, right) = heapq.heappop(heap)
+        merged = left + right
+        merges.append((left, right))
+        if verbose and (len(merges) % 100 == 0 or len(merges) == num_merges):
+            print(f"merge {len(merges)}/{num_merges}: {left!r} + {right!r} ({-count} times)")
+
+        change = defaultdict(int)  # pair -> change of its count
+        for w in where.pop((left, right)):
+            old = words[w]
+            new = _merge_symbols(old, left, right, merged)
+            if len(new) == len(old):
+                continue  # the pair left this word in an earlier merge
+            words[w] = new
+            for pair in zip(old, old[1:]):
+                change[pair] -= counts[w]
+            for pair in zip(new, new[1:]):
+                change[pair] += counts[w]
+                if merged in pair:
+                    where[pair].add(w)
+        for pair, delta in change.items():
+            if delta == 0:
+                continue
+            pair_counts[pair] += delta
+            if pair_counts[pair] > 0:
+                heapq.heappush(heap, (-pair_counts[pair], pair))
+            else:
+                del pair_counts[pair]
+    if verbose:
+        print(f"learned {len(merges)} merges from {len(words)} distinct words")
+    return Tokenizer(merges)
+
+
+# ---- miniclip's own vocabulary -------------------------------------------
+
+def default_vocab_corpus(num_captions=20000, seed=0):
+    """The texts miniclip's vocabulary is learned from.
+
+    Captions of the built-in shapes dataset (with its zero-shot prompts), and
+    every CIFAR-10 and CIFAR-100 class name in OpenAI's 18 prompt templates.
+    """
+    from miniclip.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, TEMPLATES
+    from miniclip.data.shapes import caption_corpus
+
+    texts = list(caption_corpus(num_captions=num_captions, seed=seed))
+    for name in list(CIFAR10_CLASSES) + list(CIFAR100_CLASSES):
+        texts.extend(template.format(name) for template in TEMPLATES)
+    return texts
+
+
+def build_default_vocab(out_path=DEFAULT_VOCAB_PATH, num_merges=DEFAULT_NUM_MERGES,
+                        verbose=False):
+    """Train miniclip's vocabulary on `default_vocab_corpus()` and save it to out_path.
+
+    Returns the Tokenizer. The shipped data/miniclip_bpe.txt.gz was made with
+    the defaults.
+    """
+    tokenizer = train_bpe(default_vocab_corpus(), num_merges, verbose=verbose)
+    tokenizer.save(out_path)
+    return tokenizer
