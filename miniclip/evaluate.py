@@ -1,0 +1,163 @@
+"""How we know what a CLIP learned: zero-shot classification, retrieval, linear probe.
+
+Zero-shot: turn each class name into text ('a photo of a {}.' for many
+templates), embed the texts, average per class -> a classifier with no
+training at all. Retrieval: for each image, is its own caption among the K
+most similar texts (and the other way round)? Linear probe: how much a
+logistic regression on frozen image features can read out.
+
+Features are computed on the model's device, batch by batch, under no_grad,
+and come back as NumPy arrays: the metrics themselves are cheap.
+"""
+import numpy as np
+
+from miniclip import backend
+from miniclip.autograd import no_grad
+from miniclip.data.transforms import normalize_batch
+from miniclip.tokenizer import tokenize
+
+
+def model_device(model):
+    """'cpu' or 'cuda': where the model's parameters live."""
+    return next(iter(model.parameters())).device
+
+
+def _l2_normalize(x):
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@no_grad()
+def encode_images(model, images, batch_size=256):
+    """Normalised image features (N, E), NumPy.
+
+    images: uint8 (N, S, S, 3) pixels (normalised here with OpenAI's mean/std)
+            or float32 (N, 3, S, S) already preprocessed.
+    """
+    device = model_device(model)
+    dtype = next(iter(model.parameters())).dtype
+    features = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        if batch.dtype == np.uint8:
+            batch = normalize_batch(batch)
+        x = backend.to_device(batch.astype(dtype, copy=False), device)
+        features.append(backend.to_numpy(model.encode_image(x).data))
+    return _l2_normalize(np.concatenate(features).astype(np.float32))
+
+
+@no_grad()
+def encode_texts(model, texts, tokenizer=None, batch_size=256):
+    """Normalised text features (N, E), NumPy. tokenizer: None for OpenAI's vocabulary."""
+    device = model_device(model)
+    features = []
+    for start in range(0, len(texts), batch_size):
+        ids = tokenize(texts[start:start + batch_size], model.config.context_length,
+                       truncate=True, tokenizer=tokenizer)
+        features.append(backend.to_numpy(model.encode_text(backend.to_device(ids, device)).data))
+    return _l2_normalize(np.concatenate(features).astype(np.float32))
+
+
+def zero_shot_classifier(model, classnames, templates, tokenizer=None):
+    """Class weights (num_classes, E): per class, the mean of the normalised text
+    embeddings of every template, renormalised (OpenCLIP's recipe)."""
+    texts = [template.format(name) for name in classnames for template in templates]
+    features = encode_texts(model, texts, tokenizer)                  # (C·T, E)
+    per_class = features.reshape(len(classnames), len(templates), -1).mean(axis=1)
+    return _l2_normalize(per_class)                                   # (C, E)
+
+
+def zero_shot_accuracy(image_features, labels, classifier, topk=(1, 5)):
+    """Top-k accuracy and per-class top-1 accuracy of a zero-shot classifier.
+
+    image_features: (N, E) normalised; labels: (N,) ints; classifier: (C, E).
+    Returns {'top1': ..., 'top5': ..., 'per_class': (C,) array, 'predictions': (N,)}.
+    """
+    labels = np.asarray(labels)
+    logits = image_features @ classifier.T                            # cosine similarity (N, C)
+    ranked = np.argsort(-logits, axis=1)                              # best class first
+    result = {}
+    for k in topk:
+        if k <= classifier.shape[0]:
+            hit = (ranked[:, :k] == labels[:, None]).any(axis=1)
+            result[f"top{k}"] = float(hit.mean())
+    predictions = ranked[:, 0]
+    correct = predictions == labels
+    counts = np.bincount(labels, minlength=classifier.shape[0])
+    per_class = np.bincount(labels, weights=correct, minlength=classifier.shape[0])
+    result["per_class"] = per_class / np.maximum(counts, 1)
+    result["predictions"] = predictions
+    return result
+
+
+def recall_at_k(image_features, text_features, ks=(1, 5, 10)):
+    """Retrieval recall@K both ways for aligned pairs (image i goes with text i).
+
+    image_features, text_features: (N, E) normalised.
+    Returns {'image_to_text_R@1': ..., 'text_to_image_R@1': ..., ...}.
+    """
+    similarity = image_features @ text_features.T                     # (N, N)
+    n = len(similarity)
+    correct = similarity[np.arange(n), np.arange(n)]
+    # rank of the true partner = how many candidates score strictly higher
+    i2t_rank = (similarity > correct[:, None]).sum(axis=1)
+    t2i_rank = (similarity > correct[None, :]).sum(axis=0)
+    result = {}
+    for k in ks:
+        result[f"image_to_text_R@{k}"] = float((i2t_rank < k).mean())
+        result[f"text_to_image_R@{k}"] = float((t2i_rank < k).mean())
+    return result
+
+
+def _fit_logistic(x, labels, num_classes, l2, steps=500):
+    """Multinomial logistic regression by Nesterov-accelerated gradient descent.
+
+    x: (N, E) features; minimises mean cross-entropy + l2/2 ‖W‖² (bias not decayed).
+    Returns W (E+1, C), the last row being the bias.
+    """
+    n = len(x)
+    xb = np.concatenate([x, np.ones((n, 1), x.dtype)], axis=1)        # (N, E+1): a bias column
+    onehot = np.eye(num_classes, dtype=x.dtype)[labels]               # (N, C)
+    # step 1/L, L = a bound on the curvature: ½ λmax(XᵀX / N) + l2
+    lipschitz = 0.5 * np.linalg.norm(xb, ord=2) ** 2 / n + l2
+    lr = 1.0 / lipschitz
+    decay = np.ones((xb.shape[1], 1), x.dtype)
+    decay[-1] = 0.0                                                   # do not decay the bias
+    w = np.zeros((xb.shape[1], num_classes), x.dtype)
+    w_prev = w.copy()
+    for t in range(1, steps + 1):
+        look = w + (t - 1) / (t + 2) * (w - w_prev)                  # Nesterov look-ahead
+        logits = xb @ look
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        grad = xb.T @ (p - onehot) / n + l2 * decay * look            # d loss / dW
+        w_prev, w = w, look - lr * grad
+    return w
+
+
+def _predict(w, x):
+    return (x @ w[:-1] + w[-1]).argmax(axis=1)
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels,
+                 l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction=0.2, steps=500, seed=0):
+    """Logistic regression on frozen, normalised image features.
+
+    The L2 strength is chosen on a validation split carved from the training
+    features, then the probe is refit on all of them and scored on the test set.
+    Returns {'accuracy': test top-1, 'l2': chosen strength, 'val_accuracy': ...}.
+    """
+    train_features = np.asarray(train_features, np.float64)
+    test_features = np.asarray(test_features, np.float64)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    order = np.random.default_rng(seed).permutation(len(train_features))
+    n_val = max(1, int(len(order) * val_fraction))
+    val, fit = order[:n_val], order[n_val:]
+    scores = []
+    for l2 in l2_grid:
+        w = _fit_logistic(train_features[fit], train_labels[fit], num_classes, l2, steps)
+        scores.append(float((_predict(w, train_features[val]) == train_labels[val]).mean()))
+    best = int(np.argmax(scores))
+    w = _fit_logistic(train_features, train_labels, num_classes, l2_grid[best], steps)
+    accuracy = float((_predict(w, test_features) == test_labels).mean())
+    return {"accuracy": accuracy, "l2": l2_grid[best], "val_accuracy": scores[best]}
