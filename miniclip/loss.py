@@ -1,0 +1,45 @@
+"""The CLIP loss: in a batch of N matching (image, caption) pairs, pair i is
+the right answer for row i and for column i of the similarity matrix.
+
+    logits_per_image (N, N): row i = image i against every caption
+    logits_per_text  (N, N): row j = caption j against every image
+
+    loss = ½ [CE(logits_per_image, 0..N−1) + CE(logits_per_text, 0..N−1)]
+
+Each cross-entropy is a softmax classification over the batch: "which of
+these N captions is mine?" and "which of these N images is mine?".
+"""
+import miniclip.functional as F
+from miniclip import backend
+from miniclip.autograd.tensor import Tensor
+
+
+def clip_loss(logits_per_image, logits_per_text, positives=None):
+    """The symmetric contrastive loss (a 0-d Tensor).
+
+    positives: optional (N, N) soft targets for when a batch holds several
+    right answers (e.g. two images of the same class): row i spreads 1 over the
+    captions that match image i. The text side uses its transpose, so its rows
+    must sum to 1 too (true for "same class" matrices, which are symmetric).
+    None: pair i matches only pair i (OpenAI's loss).
+    """
+    if positives is None:
+        xp = backend.get_array_module(logits_per_image.data)
+        image_targets = text_targets = xp.arange(logits_per_image.shape[0])   # pair i matches pair i
+    else:
+        image_targets = positives.data if isinstance(positives, Tensor) else positives
+        image_targets = image_targets.astype(logits_per_image.dtype, copy=False)
+        text_targets = image_targets.T
+    return (F.cross_entropy(logits_per_image, image_targets)
+            + F.cross_entropy(logits_per_text, text_targets)) / 2
+
+
+def batch_accuracy(logits_per_image):
+    """(image→text, text→image) accuracy: the fraction of rows, and of columns,
+    whose largest entry is on the diagonal."""
+    scores = logits_per_image.data if isinstance(logits_per_image, Tensor) else logits_per_image
+    xp = backend.get_array_module(scores)
+    targets = xp.arange(scores.shape[0])
+    image_to_text = float((scores.argmax(axis=1) == targets).mean())
+    text_to_image = float((scores.argmax(axis=0) == targets).mean())
+    return image_to_text, text_to_image
