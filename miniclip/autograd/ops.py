@@ -269,7 +269,7 @@ class Transpose(Function):
 
 
 class GetItem(Function):
-    """x[index] with slices or integer arrays; backward scatter-adds into zeros."""
+    """x[index] with slices or integer arrays; backward puts grad back where it came from."""
 
     @staticmethod
     def forward(ctx, x, index):
@@ -280,8 +280,17 @@ class GetItem(Function):
     def backward(ctx, grad):
         xp = get_array_module(grad)
         grad_x = xp.zeros(ctx.shape, dtype=ctx.dtype)
-        xp.add.at(grad_x, ctx.index, grad)     # repeated indices add up
+        if _is_basic(ctx.index):
+            grad_x[ctx.index] = grad           # slices pick each element at most once
+        else:
+            xp.add.at(grad_x, ctx.index, grad) # integer arrays may repeat: scatter-add
         return grad_x
+
+
+def _is_basic(index):
+    """True for indices of ints, slices, None and ... only (NumPy's basic indexing)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in parts)
 
 
 class Concatenate(Function):
