@@ -1,0 +1,83 @@
+"""Saving and resuming training runs: one .npz file per checkpoint.
+
+A checkpoint holds everything needed to continue a run exactly:
+    param/<name>     the model's weights (OpenAI state-dict names)
+    optim/<key>      the optimiser's state (moments, step count)
+    meta_json        step, epoch, batch within the epoch, the run's config,
+                     the tokenizer file, RNG states, metrics so far (JSON text)
+It is a plain NumPy archive (np.load reads it without pickle).
+
+Writes are atomic: the archive goes to a temporary file in the same folder,
+is flushed to disk, then renamed over the old one. A crash mid-write leaves
+the previous checkpoint intact.
+"""
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from miniclip.backend import to_numpy
+
+
+def atomic_write(path, write):
+    """Call write(file_object) on a temp file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)                   # atomic on POSIX and Windows
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, model, optimizer=None, meta=None):
+    """Write model weights, optimiser state and `meta` (a JSON-able dict) to `path`."""
+    arrays = {f"param/{name}": to_numpy(value) for name, value in model.state_dict().items()}
+    if optimizer is not None:
+        for key, value in optimizer.state_dict().items():
+            arrays[f"optim/{key}"] = to_numpy(value)
+    arrays["meta_json"] = np.asarray(json.dumps(meta or {}))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint: {'params': {name: array}, 'optim': {key: array}, 'meta': dict}."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            params = {k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")}
+            optim = {k[len("optim/"):]: archive[k] for k in archive.files if k.startswith("optim/")}
+            meta = json.loads(str(archive["meta_json"])) if "meta_json" in archive.files else {}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable miniclip checkpoint ({err}); "
+                         f"it may be truncated: use the previous checkpoint") from err
+    if not params:
+        raise ValueError(f"{path} holds no 'param/*' arrays: not a miniclip checkpoint")
+    return {"params": params, "optim": optim, "meta": meta}
+
+
+def model_from_checkpoint(path, device=None):
+    """(model, tokenizer, meta) from a miniclip training checkpoint, in eval mode."""
+    from miniclip import backend
+    from miniclip.model import CLIP, CLIPConfig
+    from miniclip.tokenizer import Tokenizer
+    state = load_checkpoint(path)
+    meta = state["meta"]
+    if "model" not in meta:
+        raise ValueError(f"{path} has no model config in its metadata: not a training checkpoint")
+    model = CLIP(CLIPConfig(**meta["model"]))
+    model.load_state_dict(state["params"])
+    model.to(device or backend.default_device()).eval()
+    tokenizer = Tokenizer(meta["tokenizer_merges"]) if "tokenizer_merges" in meta else Tokenizer.default()
+    return model, tokenizer, meta

@@ -1,0 +1,121 @@
+"""Training runs end to end: CLI, summary, checkpoints, exact resume, failures."""
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from miniclip import Tensor, train as train_module
+from miniclip.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from miniclip.cli import main
+from miniclip.train import TrainConfig, TrainingDiverged, train
+
+
+def small_config(tmp_path, **overrides):
+    """A run that takes seconds: a micro model on 256 shapes images."""
+    settings = dict(dataset="shapes", model="micro", steps=6, batch_size=16, lr=1e-3,
+                    out=str(tmp_path), name="run", train_size=256, log_every=1,
+                    eval_every=1000, checkpoint_every=1000, device="cpu")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def losses(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_cli_runs_shapes_end_to_end(tmp_path, capsys):
+    code = main(["train", "--model", "micro", "--steps", "4", "--batch-size", "16",
+                 "--train-size", "128", "--out", str(tmp_path), "--name", "cli",
+                 "--device", "cpu", "--no-progress"])
+    assert code == 0
+    run = tmp_path / "cli"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("zero_shot_accuracy", "steps", "wall_seconds", "images_per_second"):
+        assert key in summary
+    assert summary["steps"] == 4
+    assert 0.0 <= summary["zero_shot_accuracy"] <= 1.0
+    assert "zero-shot accuracy" in capsys.readouterr().out
+    model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
+    assert meta["step"] == 4 and len(tokenizer) == model.config.vocab_size
+    assert (run / "config.json").exists() and (run / "curves.png").exists()
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    train(small_config(tmp_path / "a"), progress=False)
+    uninterrupted = losses(tmp_path / "a" / "run")
+
+    # the same run, stopped by Ctrl-C during step 3, then resumed
+    calls = {"n": 0}
+    real_clip = train_module.clip_grad_norm
+
+    def ctrl_c_at_step_3(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_grad_norm", ctrl_c_at_step_3)
+    summary = train(small_config(tmp_path / "b"), progress=False)
+    assert summary == {"interrupted": True, "steps": 3,
+                       "checkpoint": str(tmp_path / "b" / "run" / "checkpoint.npz")}
+    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    train(small_config(tmp_path / "b"), resume=True, progress=False)
+    resumed = losses(tmp_path / "b" / "run")
+    assert sorted(resumed) == sorted(uninterrupted) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        assert resumed[step] == uninterrupted[step], f"step {step} differs after resume"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from miniclip.model import CLIP, get_config
+    model = CLIP(get_config("micro"))
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, meta={"step": 1})
+    before = load_checkpoint(path)
+
+    def crash_midway(f, **arrays):
+        f.write(b"PK\x03\x04 partial bytes")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(np, "savez", crash_midway)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(path, model, meta={"step": 2})
+    after = load_checkpoint(path)                       # the old checkpoint is intact
+    assert after["meta"] == before["meta"] == {"step": 1}
+    assert list(tmp_path.iterdir()) == [path]           # no temp file left behind
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    from miniclip.model import CLIP, get_config
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, CLIP(get_config("micro")), meta={})
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_nan_loss_stops_with_the_step_and_advice(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "clip_loss",
+                        lambda *args: Tensor(np.array(np.nan, np.float32), requires_grad=True))
+    with pytest.raises(TrainingDiverged, match=r"step 1\b.*detect_anomaly"):
+        train(small_config(tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=1), "at least 2"),
+    (dict(image_size=30), "not divisible by the patch size"),
+    (dict(dataset="imagenet"), "unknown dataset"),
+    (dict(steps=None), "how long"),
+])
+def test_impossible_configs_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train(small_config(tmp_path, **overrides), progress=False)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()   # refused before any work
+
+
+def test_cli_reports_refusals(tmp_path, capsys):
+    code = main(["train", "--batch-size", "1", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "at least 2" in capsys.readouterr().err
