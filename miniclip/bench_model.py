@@ -22,7 +22,7 @@ from miniclip.loss import clip_loss
 from miniclip.model import CLIP, get_config
 from miniclip.optim import AdamW
 
-REFERENCE_CONFIG = dataclasses.replace(get_config("tiny"), context_length=16, vocab_size=1000)
+REFERENCE_CONFIG = dataclasses.replace(get_config("tiny-p4"), context_length=16, vocab_size=1000)
 
 
 def random_batch(config, batch, seed=0):

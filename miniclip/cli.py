@@ -46,7 +46,9 @@ def _parser():
     t.add_argument("--name", help="run folder name (default: <dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (default: on, except for shapes, whose captions "
+                        "name left and right)")
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
     t.add_argument("--eval-every", type=int, help="steps between evaluations")
@@ -89,7 +91,7 @@ def _train(args):
     cfg = TrainConfig(dataset=args.dataset, model=args.model, batch_size=args.batch_size,
                       lr=args.lr or base["lr"], weight_decay=args.weight_decay,
                       device=args.device, out=args.out, name=args.name, seed=args.seed,
-                      augment=not args.no_augment, tokenizer=args.tokenizer,
+                      augment=args.augment, tokenizer=args.tokenizer,
                       eval_every=args.eval_every, train_size=args.train_size)
     cfg.steps, cfg.epochs, cfg.time_budget = args.steps, args.epochs, args.time_budget
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
@@ -106,7 +108,7 @@ def _train(args):
     return 0
 
 
-SHAPES_DEFAULT_STEPS = 1200
+SHAPES_DEFAULT_STEPS = 600
 
 
 def _print_summary(summary):
@@ -199,6 +201,6 @@ def main(argv=None):
                "tokenize": _tokenize}[args.command]
     try:
         return command(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -80,17 +80,23 @@ CONFIGS = {
                                  vision_width=1024, vision_patch_size=14, context_length=77,
                                  vocab_size=49408, transformer_width=768, transformer_heads=12,
                                  transformer_layers=12),
-    # from scratch on 32×32 images (the trainer sets vocab_size and context_length
-    # from its tokenizer); heads = width // 64 as OpenAI infers them from weights.
-    # micro: seconds-long test runs; tiny: the default; small: wider and deeper
+    # from scratch on 32×32 images (the trainer sets vocab_size from its tokenizer;
+    # heads = width // 64 as OpenAI infers them from weights).
+    # micro: seconds-long test runs.
     "micro": CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
                         vision_patch_size=8, context_length=16, vocab_size=1000,
                         transformer_width=64, transformer_heads=1, transformer_layers=2),
+    # tiny: the default for shapes; 8×8 patches (a 4×4 grid) keep a CPU step short
     "tiny": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
-                       vision_patch_size=4, context_length=32, vocab_size=1000,
+                       vision_patch_size=8, context_length=24, vocab_size=1000,
                        transformer_width=128, transformer_heads=2, transformer_layers=4),
+    # tiny-p4: the same widths on 4×4 patches (an 8×8 grid): finer detail, ~2.5× the cost
+    "tiny-p4": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
+                          vision_patch_size=4, context_length=24, vocab_size=1000,
+                          transformer_width=128, transformer_heads=2, transformer_layers=4),
+    # small: wider and deeper, for a GPU
     "small": CLIPConfig(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=256,
-                        vision_patch_size=4, context_length=32, vocab_size=1000,
+                        vision_patch_size=4, context_length=24, vocab_size=1000,
                         transformer_width=256, transformer_heads=4, transformer_layers=6),
 }
 

@@ -677,6 +677,10 @@ def load(name_or_path, device=None, dtype=None):
     from miniclip.backend import default_device
     from miniclip.data.transforms import Preprocess
     from miniclip.model import CLIP
+    if str(path).endswith(".npz"):      # a miniclip run: its saved config, not inferred heads
+        from miniclip.checkpoint import model_from_checkpoint
+        model = model_from_checkpoint(path, device)[0].astype(dtype or np.float32)
+        return model, Preprocess(model.config.image_resolution)
     state = load_state_dict_any(path)
     model = CLIP.from_state_dict(state, dtype=np.float32 if dtype is None else dtype)
     model.to(device or default_device())

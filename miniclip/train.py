@@ -52,7 +52,8 @@ class TrainConfig:
     eps: float = 1e-6
     warmup: float = 0.05               # fraction of training spent warming the lr up
     grad_clip: float = 1.0
-    augment: bool = True               # random crop + flip
+    augment: bool | None = None        # random crop + flip; None: off for shapes (a flip
+                                       # turns 'left' into 'right'), on for the others
     class_positives: bool = True       # same class (or same caption) in a batch = a positive
     seed: int = 0
     device: str = "auto"
@@ -111,8 +112,10 @@ def _shapes_task(cfg):
         result["zero_shot_accuracy"] = (result["test/colour"] + result["test/shape"]) / 2
         return result
 
-    captions = train.captions(np.arange(len(train)))   # identical captions -> same group
-    _, groups = np.unique(captions, return_inverse=True)
+    # images whose objects agree in every attribute can swap captions: one group
+    o = train.objects
+    facts = np.concatenate([o[k] for k in ("colour", "shape", "size", "position")], axis=1)
+    _, groups = np.unique(facts, axis=0, return_inverse=True)
     pairs = (arrays["test"][:12], splits["test"].captions(np.arange(12)))
     return Task(train.arrays(), train.captions, groups, evaluate, "zero_shot_accuracy", pairs)
 
@@ -210,7 +213,8 @@ def train(cfg, resume=False, progress=True):
     loader = DataLoader(task.train_images, task.captions,
                         lambda texts: tokenize(texts, model_config.context_length, truncate=True,
                                                tokenizer=tokenizer),
-                        cfg.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.augment)
+                        cfg.batch_size, shuffle=True, seed=cfg.seed,
+                        augment=cfg.dataset != "shapes" if cfg.augment is None else cfg.augment)
     per_epoch = len(loader)
     total_steps = cfg.steps or (math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None)
     eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)

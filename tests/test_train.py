@@ -5,6 +5,7 @@ import signal
 import numpy as np
 import pytest
 
+import miniclip
 from miniclip import Tensor, train as train_module
 from miniclip.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from miniclip.cli import main
@@ -40,6 +41,8 @@ def test_cli_runs_shapes_end_to_end(tmp_path, capsys):
     model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
     assert meta["step"] == 4 and len(tokenizer) == model.config.vocab_size
     assert (run / "config.json").exists() and (run / "curves.png").exists()
+    loaded, preprocess = miniclip.load(str(run / "checkpoint.npz"), device="cpu")
+    assert loaded.config == model.config and preprocess.resolution == 32
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
