@@ -304,7 +304,8 @@ def train(cfg, resume=False, progress=True):
                 if progress_fraction() >= 1.0 or stop.requested:
                     break
     bar.close()
-    wall = elapsed_before + time.perf_counter() - start
+    train_seconds = time.perf_counter() - start
+    wall = elapsed_before + train_seconds
     if stop.requested:
         checkpoint()
         print(f"\ninterrupted at step {step}: checkpoint written to {last_ckpt}; "
@@ -315,7 +316,7 @@ def train(cfg, resume=False, progress=True):
     log({"step": step, "eval": final, "final": True})
     summary = {"zero_shot_accuracy": final[task.headline], "steps": step,
                "wall_seconds": round(wall, 2),
-               "images_per_second": round(seen / max(time.perf_counter() - start, 1e-9), 1),
+               "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
                "dataset": cfg.dataset, "model": cfg.model, "device": device,
                "final_loss": history[-1]["loss"] if history else None,
                "evaluation": final, "checkpoint": str(last_ckpt)}
@@ -351,7 +352,7 @@ def _stop_on_ctrl_c():
 
 
 def _progress_bar(total, initial, enabled):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
                 dynamic_ncols=True)
 

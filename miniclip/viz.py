@@ -37,6 +37,7 @@ def similarity_matrix(similarity, texts=None, path=None, images=None, title="cos
         for i, img in enumerate(images):
             ax.imshow(img, extent=(-1.5, -0.5, i + 0.5, i - 0.5))
         ax.set_xlim(-1.6, n - 0.5)
+        ax.set_ylim(n - 0.5, -0.5)          # imshow of each thumbnail moved the y-limits
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)

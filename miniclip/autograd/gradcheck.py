@@ -51,7 +51,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-5, seed=0):
                 numeric[j] = (plus - minus) / (2 * eps)
         error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if (error > 0).any():
-            worst = np.unravel_index(np.argmax(error), t.shape)
+            worst = tuple(int(i) for i in np.unravel_index(np.argmax(error), t.shape))
             raise GradcheckError(
                 f"gradcheck failed for input {i} (shape {t.shape}) at index {worst}: "
                 f"backward gives {analytic[worst]:.10g}, finite differences "
