@@ -32,14 +32,15 @@ def _parser():
     t = sub.add_parser("train", help="train a CLIP from scratch", epilog=TRAIN_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | csv:PATH")
-    t.add_argument("--model", default="tiny", help="a named config: tiny, small, ...")
+    t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small "
+                                    "(default: cifar-tiny for CIFAR, else tiny)")
     how_long = t.add_mutually_exclusive_group()
     how_long.add_argument("--steps", type=int, help="optimiser steps")
     how_long.add_argument("--epochs", type=float, help="passes over the training set")
     how_long.add_argument("--time-budget", type=float, metavar="MIN",
                           help="minutes of wall-clock time (the lr schedule follows the clock)")
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     t.add_argument("--out", default="runs", help="folder holding run folders")
@@ -86,10 +87,9 @@ def _parser():
 
 def _train(args):
     from miniclip.train import TrainConfig, train
-    defaults = {"shapes": dict(steps=None, lr=2e-3), "csv": dict(epochs=10, lr=5e-4)}
-    base = defaults.get(args.dataset.split(":")[0], dict(lr=1e-3))
-    cfg = TrainConfig(dataset=args.dataset, model=args.model, batch_size=args.batch_size,
-                      lr=args.lr or base["lr"], weight_decay=args.weight_decay,
+    cifar = args.dataset in ("cifar10", "cifar100")
+    cfg = TrainConfig(dataset=args.dataset, model=args.model or ("cifar-tiny" if cifar else "tiny"),
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       device=args.device, out=args.out, name=args.name, seed=args.seed,
                       augment=args.augment, tokenizer=args.tokenizer,
                       eval_every=args.eval_every, train_size=args.train_size)
@@ -98,7 +98,7 @@ def _train(args):
         if args.dataset == "shapes":
             cfg.steps = SHAPES_DEFAULT_STEPS
         elif args.dataset.startswith("csv:"):
-            cfg.epochs = base["epochs"]
+            cfg.epochs = 10
         else:
             cfg.time_budget = 10.0
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -108,7 +108,7 @@ def _train(args):
     return 0
 
 
-SHAPES_DEFAULT_STEPS = 600
+SHAPES_DEFAULT_STEPS = 800
 
 
 def _print_summary(summary):

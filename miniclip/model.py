@@ -94,6 +94,12 @@ CONFIGS = {
     "tiny-p4": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
                           vision_patch_size=4, context_length=24, vocab_size=1000,
                           transformer_width=128, transformer_heads=2, transformer_layers=4),
+    # cifar-tiny: tiny's image tower, a 2-layer text tower on context 16 (CIFAR's
+    # prompts are short and few): the default for CIFAR on a CPU
+    "cifar-tiny": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4,
+                             vision_width=128, vision_patch_size=8, context_length=16,
+                             vocab_size=1000, transformer_width=128, transformer_heads=2,
+                             transformer_layers=2),
     # small: wider and deeper, for a GPU
     "small": CLIPConfig(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=256,
                         vision_patch_size=4, context_length=24, vocab_size=1000,

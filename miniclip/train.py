@@ -45,7 +45,7 @@ class TrainConfig:
     epochs: float | None = None        # ... or this many passes over the data ...
     time_budget: float | None = None   # ... or this many minutes (schedule follows the clock)
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
