@@ -19,7 +19,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,6 @@ class TrainConfig:
     eval_every: int | None = None      # steps between evaluations (default: 5 per run)
     checkpoint_every: int = 200
     eval_images: int = 2000            # test images for the periodic (not final) evaluation
-    extra: dict = field(default_factory=dict)
 
 
 class TrainingDiverged(RuntimeError):

@@ -5,7 +5,7 @@ import pytest
 from miniclip import Tensor
 from miniclip.evaluate import (linear_probe, recall_at_k, zero_shot_accuracy,
                                zero_shot_classifier)
-from miniclip.tokenizer import Tokenizer, train_bpe
+from miniclip.tokenizer import train_bpe
 
 RNG = np.random.default_rng(0)
 

@@ -8,7 +8,7 @@ agree to |analytic − numeric| ≤ atol + rtol·|numeric| everywhere.
 import numpy as np
 
 from miniclip.backend import get_array_module, to_numpy
-from miniclip.autograd.tensor import Tensor, no_grad
+from miniclip.autograd.tensor import no_grad
 
 
 class GradcheckError(AssertionError):
