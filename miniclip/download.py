@@ -70,7 +70,10 @@ def download(url, dest, sha256=None, md5=None):
                                 hasher.update(chunk)
                             bar.update(len(chunk))
             except OSError as err:  # URLError, HTTPError, timeouts, resets
-                raise DownloadError(f"could not download {url}: {err}") from err
+                raise DownloadError(
+                    f"could not download {url}: {err}. Offline? Fetch the file elsewhere and "
+                    f"put it at {dest} (or in the folder named by MINICLIP_ASSETS for "
+                    f"weights and vocabularies, MINICLIP_DATA for datasets)") from err
         for name, (hasher, expected) in hashers.items():
             if hasher.hexdigest() != expected:
                 raise DownloadError(
