@@ -79,7 +79,7 @@ class Task:
     """What the loop needs from a dataset."""
     train_images: np.ndarray           # uint8 (N, S, S, 3)
     captions: object                   # (indices, rng) -> list of str
-    groups: np.ndarray | None          # (N,) ints: equal = same meaning (class); None = unique
+    groups: np.ndarray                 # (N,) ints: equal = same meaning (class, same facts)
     evaluate: object                   # (model, tokenizer, limit) -> dict of metrics
     headline: str                      # the metric summary.json calls zero_shot_accuracy
     pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
@@ -266,7 +266,7 @@ def train(cfg, resume=False, progress=True):
                 x, t = backend.to_device(images, device), backend.to_device(ids, device)
                 logits_per_image, logits_per_text = model(x, t)
                 positives = (positives_matrix(task.groups[indices], xp)
-                             if cfg.class_positives and task.groups is not None else None)
+                             if cfg.class_positives else None)
                 loss = clip_loss(logits_per_image, logits_per_text, positives)
                 loss_value = float(loss.item())
                 if not math.isfinite(loss_value):

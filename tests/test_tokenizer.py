@@ -121,6 +121,19 @@ def test_ascii_fast_split_equals_the_unicode_pattern():
             assert tk.ASCII_PATTERN.findall(text) == tk.PATTERN.findall(text), repr(text)
 
 
+def merge_pair(word, pair):
+    """Symbols of `word` with every adjacent occurrence of `pair` joined, left to right."""
+    new, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            new.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            new.append(word[i])
+            i += 1
+    return new
+
+
 def openai_style_bpe(ranks, token):
     """OpenAI's merge loop, written plainly: strings, recount pairs every pass."""
     word = list(token[:-1]) + [token[-1] + "</w>"]
@@ -129,15 +142,7 @@ def openai_style_bpe(ranks, token):
         best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
         if best not in ranks:
             break
-        new, i = [], 0
-        while i < len(word):
-            if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                new.append(word[i] + word[i + 1])
-                i += 2
-            else:
-                new.append(word[i])
-                i += 1
-        word = new
+        word = merge_pair(word, best)
     return word
 
 
@@ -240,18 +245,7 @@ def naive_train_bpe(texts, num_merges, min_frequency=2):
         if counts[best] < min_frequency:
             break
         merges.append(best)
-        new_words = []
-        for word in words:
-            new, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    new.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    new.append(word[i])
-                    i += 1
-            new_words.append(new)
-        words = new_words
+        words = [merge_pair(word, best) for word in words]
     return merges
 
 

@@ -158,10 +158,9 @@ class Tensor:
                 new_g = hook(g)
                 g = g if new_g is None else new_g
             if tensor.grad_fn is None:             # a leaf: accumulate into .grad
-                g = g if tensor.grad is None else tensor.grad + g
-                # a copy the leaf owns: backward may hand out one array to several
-                # inputs (a + b) or a read-only broadcast view (sum)
-                tensor.grad = xp.array(g)
+                # the first gradient is copied so the leaf owns it: backward may hand
+                # one array to several inputs (a + b) or a read-only view (sum)
+                tensor.grad = xp.array(g) if tensor.grad is None else tensor.grad + g
                 continue
             ctx = tensor.grad_fn
             if ctx.freed:
