@@ -19,6 +19,8 @@ with torch.optim.AdamW and the same configs, batches and optimiser settings
     python benchmarks/vs_torch.py --workloads step-S --threads 2 --rounds 3
     python benchmarks/vs_torch.py --json results.json           # also write the raw figures
     python benchmarks/vs_torch.py --smoke --sides miniclip      # tiny versions: does it run?
+    python benchmarks/vs_torch.py --baseline /tmp/old-miniclip  # a third side: an older
+                                  # checkout of miniclip (before/after in the same run)
 
 Add a workload: a Workload in miniclip/bench/workloads.py (or a name in EXTRA
 below), a builder for each side in MINICLIP_SIDE / TORCH_SIDE returning a
@@ -170,11 +172,14 @@ def worker(side, name, threads):
                       "peak_rss_mb": peak_rss}))
 
 
-def measure(side, name, threads):
+def measure(side, name, threads, baseline=None):
     env = dict(os.environ)
+    if side == "baseline":                       # miniclip's code from another checkout
+        env["PYTHONPATH"] = os.pathsep.join([baseline] + env.get("PYTHONPATH", "").split(os.pathsep))
+    worker_side = "miniclip" if side == "baseline" else side
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINICLIP_THREADS"):
         env[var] = str(threads)
-    command = [sys.executable, os.path.abspath(__file__), "--worker", side,
+    command = [sys.executable, os.path.abspath(__file__), "--worker", worker_side,
                "--workloads", name, "--threads", str(threads)] + (["--smoke"] if SMOKE else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -187,9 +192,11 @@ def torch_available():
             and importlib.util.find_spec("clip") is not None)
 
 
-def compare(workloads, threads_list, rounds, sides=("miniclip", "torch"), report=print):
-    """Run every (threads, workload) pair for `rounds` alternating rounds; return the rows."""
-    sides = list(sides)
+def compare(workloads, threads_list, rounds, sides=("miniclip", "torch"), baseline=None,
+            report=print):
+    """Run every (threads, workload) pair for `rounds` rounds, the sides in turn (rotated
+    each round); return the rows."""
+    sides = list(sides) + (["baseline"] if baseline else [])
     if "torch" in sides and not torch_available():
         sides.remove("torch")
         report("torch or openai-clip not installed: miniclip's side only "
@@ -199,16 +206,18 @@ def compare(workloads, threads_list, rounds, sides=("miniclip", "torch"), report
         for name in ["gemm"] + [w for w in workloads if w != "gemm"]:
             results = {side: [] for side in sides}
             for r in range(rounds):
-                for side in (sides if r % 2 == 0 else sides[::-1]):
-                    results[side].append(measure(side, name, threads))
+                for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+                    results[side].append(measure(side, name, threads, baseline))
             row = {"workload": name, "threads": threads, "flops": flops_of(name)}
             for side, runs in results.items():
                 row[side] = {"seconds": statistics.median(x["seconds"] for x in runs),
                              "rounds": [x["seconds"] for x in runs],
                              "peak_rss_mb": max(x["peak_rss_mb"] for x in runs)}
-            if "torch" in results:
-                ratios = [m / t for m, t in zip(row["miniclip"]["rounds"], row["torch"]["rounds"])]
-                row["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
+            for key, a, b in (("ratio", "miniclip", "torch"), ("baseline_ratio", "baseline", "torch"),
+                              ("speedup", "baseline", "miniclip")):
+                if a in results and b in results:
+                    ratios = [x / y for x, y in zip(row[a]["rounds"], row[b]["rounds"])]
+                    row[key] = {"median": statistics.median(ratios), "min": min(ratios),
                                 "max": max(ratios)}
             rows.append(row)
             report(format_row(row, rows))
@@ -226,13 +235,14 @@ def format_row(row, rows):
         return f"{rate / gemm_rate(rows, row['threads'], 'miniclip'):4.0%}"
 
     parts = [f"{row['workload']:8s} {row['threads']} thr"]
-    for side in ("torch", "miniclip"):
+    for side in ("torch", "miniclip", "baseline"):
         if side in row:
             parts.append(f"{side} {row[side]['seconds']:7.3f} s  {row[side]['peak_rss_mb']:6.0f} MiB"
                          f"  {fraction(side)} of GEMM")
-    if "ratio" in row:
-        r = row["ratio"]
-        parts.append(f"ratio {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})")
+    for key in ("ratio", "baseline_ratio", "speedup"):
+        if key in row:
+            r = row[key]
+            parts.append(f"{key} {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})")
     return "   ".join(parts)
 
 
@@ -247,6 +257,13 @@ def markdown(rows):
         base = gemm_rate(rows, row["threads"], "miniclip")
         frac = {s: row["flops"] / row[s]["seconds"] / base for s in ("torch", "miniclip")}
         r = row["ratio"]
+        if "baseline" in row:
+            b = row["baseline_ratio"]
+            lines.append(f"| {row['workload']} (baseline) | {row['threads']} "
+                         f"| {row['torch']['seconds']:.3f} s | {row['baseline']['seconds']:.3f} s "
+                         f"| {b['median']:.2f} ({b['min']:.2f}–{b['max']:.2f}) "
+                         f"| {row['torch']['peak_rss_mb']:.0f} / {row['baseline']['peak_rss_mb']:.0f} MiB "
+                         f"| {frac['torch']:.0%} / {row['flops'] / row['baseline']['seconds'] / base:.0%} |")
         lines.append(f"| {row['workload']} | {row['threads']} | {row['torch']['seconds']:.3f} s "
                      f"| {row['miniclip']['seconds']:.3f} s | **{r['median']:.2f}** "
                      f"({r['min']:.2f}–{r['max']:.2f}) | {row['torch']['peak_rss_mb']:.0f} / "
@@ -264,6 +281,8 @@ def main(argv=None):
     parser.add_argument("--json", help="write the raw figures to this file")
     parser.add_argument("--sides", nargs="+", choices=["miniclip", "torch"],
                         default=["miniclip", "torch"])
+    parser.add_argument("--baseline", help="also time miniclip from this checkout (a folder "
+                        "holding an older miniclip/ package), in the same alternating rounds")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny versions of every workload, one repeat (a test that it runs)")
     parser.add_argument("--worker", choices=["miniclip", "torch"], help=argparse.SUPPRESS)
@@ -279,7 +298,8 @@ def main(argv=None):
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.machine()} {cores} cores, load average {os.getloadavg()[0]:.1f} at start, "
           f"numpy {np.__version__}, {args.rounds} alternating rounds")
-    rows = compare(args.workloads, args.threads, args.rounds, args.sides)
+    rows = compare(args.workloads, args.threads, args.rounds, args.sides,
+                   os.path.abspath(args.baseline) if args.baseline else None)
     print(f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print(markdown(rows))
     if args.json:
