@@ -239,10 +239,12 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved
+        xp = get_array_module(grad)
         g2 = grad.reshape(-1, grad.shape[-1])         # (rows, out)
         grad_x = (g2 @ weight).reshape(x.shape)       # dL/dx = g · W
         grad_weight = g2.T @ x.reshape(-1, x.shape[-1])   # dL/dW = gᵀ · x
-        grad_bias = g2.sum(axis=0) if ctx.has_bias else None
+        # dL/db = Σ_rows g, as 1ᵀ g: a matrix-vector product runs on BLAS's threads
+        grad_bias = xp.ones(len(g2), dtype=g2.dtype) @ g2 if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias
 
 
