@@ -104,3 +104,19 @@ def test_row_blocks_cover_every_row_once():
     blocks = parallel.row_blocks(1000, 1000 * 77, block_elements=5000)
     rows = np.concatenate([np.arange(1000)[r] for r in blocks])
     np.testing.assert_array_equal(rows, np.arange(1000))
+
+
+@pytest.mark.parametrize("load, expected", [(13.0, 1), (2.2, 1), (1.0, 2), (0.1, 2)])
+def test_default_threads_leave_busy_cores_alone(monkeypatch, load, expected):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, load, load))
+    assert parallel.idle_cores() == expected
+
+
+def test_thread_count_from_the_environment_first(monkeypatch):
+    for name in ("MINICLIP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert parallel.num_threads() == 3
+    monkeypatch.setenv("MINICLIP_THREADS", "1")
+    assert parallel.num_threads() == 1
