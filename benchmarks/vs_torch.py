@@ -46,6 +46,7 @@ from miniclip.bench.workloads import (ADAMW, GEMM_SIZE, WORKLOADS, gemm_flops, m
 
 EXTRA = {"gemm": 5}          # name -> timed repeats (workloads that are not a CLIP model)
 SMOKE = False                # --smoke: every workload on config micro, batch 4, one repeat
+REPEATS = None               # --repeats: timed runs per process instead of each workload's own
 
 
 def workload_named(name):
@@ -152,7 +153,7 @@ def flops_of(name):
 def repeats_of(name):
     if name in EXTRA:
         return 1 if SMOKE else EXTRA[name]
-    return workload_named(name).repeats
+    return REPEATS or workload_named(name).repeats
 
 
 # ---- one measurement, in its own process --------------------------------------------------
@@ -180,7 +181,8 @@ def measure(side, name, threads, baseline=None):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINICLIP_THREADS"):
         env[var] = str(threads)
     command = [sys.executable, os.path.abspath(__file__), "--worker", worker_side,
-               "--workloads", name, "--threads", str(threads)] + (["--smoke"] if SMOKE else [])
+               "--workloads", name, "--threads", str(threads)] + (["--smoke"] if SMOKE else []) \
+        + (["--repeats", str(REPEATS)] if REPEATS else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{side} {name} failed:\n{done.stderr[-2000:]}")
@@ -193,7 +195,7 @@ def torch_available():
 
 
 def compare(workloads, threads_list, rounds, sides=("miniclip", "torch"), baseline=None,
-            report=print):
+            report=print, json_path=None):
     """Run every (threads, workload) pair for `rounds` rounds, the sides in turn (rotated
     each round); return the rows."""
     sides = list(sides) + (["baseline"] if baseline else [])
@@ -221,6 +223,9 @@ def compare(workloads, threads_list, rounds, sides=("miniclip", "torch"), baseli
                                 "max": max(ratios)}
             rows.append(row)
             report(format_row(row, rows))
+            if json_path:                        # after every row: a stopped run keeps its rows
+                with open(json_path, "w") as f:
+                    json.dump(rows, f, indent=1)
     return rows
 
 
@@ -283,6 +288,8 @@ def main(argv=None):
                         default=["miniclip", "torch"])
     parser.add_argument("--baseline", help="also time miniclip from this checkout (a folder "
                         "holding an older miniclip/ package), in the same alternating rounds")
+    parser.add_argument("--repeats", type=int, help="timed runs per process, after one "
+                        "warm-up (default: each workload's own, see workloads.py)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny versions of every workload, one repeat (a test that it runs)")
     parser.add_argument("--worker", choices=["miniclip", "torch"], help=argparse.SUPPRESS)
@@ -290,8 +297,8 @@ def main(argv=None):
     unknown = [w for w in args.workloads if w not in WORKLOADS and w not in EXTRA]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}: choose from {list(WORKLOADS) + list(EXTRA)}")
-    global SMOKE
-    SMOKE = args.smoke
+    global SMOKE, REPEATS
+    SMOKE, REPEATS = args.smoke, args.repeats
     if args.worker:
         return worker(args.worker, args.workloads[0], args.threads[0])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -299,12 +306,10 @@ def main(argv=None):
           f"{platform.machine()} {cores} cores, load average {os.getloadavg()[0]:.1f} at start, "
           f"numpy {np.__version__}, {args.rounds} alternating rounds")
     rows = compare(args.workloads, args.threads, args.rounds, args.sides,
-                   os.path.abspath(args.baseline) if args.baseline else None)
+                   os.path.abspath(args.baseline) if args.baseline else None,
+                   json_path=args.json)
     print(f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print(markdown(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
     return 0
 
 
