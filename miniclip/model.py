@@ -146,6 +146,11 @@ CONFIGS = {
                              vision_width=128, vision_patch_size=8, context_length=16,
                              vocab_size=1000, transformer_width=128, transformer_heads=2,
                              transformer_layers=2),
+    # micro-rn: a ResNet tower for seconds-long test runs
+    "micro-rn": CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=(1, 1, 1, 1),
+                           vision_width=8, vision_patch_size=None, context_length=16,
+                           vocab_size=1000, transformer_width=64, transformer_heads=1,
+                           transformer_layers=2),
     # cifar-rn: OpenAI's ModifiedResNet tower on 32×32 images (one Bottleneck per stage,
     # stem width 32, attention pool of width 1024 over the final 1×1 grid plus the mean
     # token), cifar-tiny's text tower

@@ -173,7 +173,7 @@ def check_config(cfg, model_config):
     if cfg.batch_size < 2:
         raise ValueError(f"batch_size={cfg.batch_size}: the contrastive loss needs at least 2 "
                          "pairs per batch (with 1 the only caption is always right: loss ≡ 0)")
-    if model_config.image_resolution % model_config.vision_patch_size:
+    if not model_config.is_resnet and model_config.image_resolution % model_config.vision_patch_size:
         raise ValueError(f"image size {model_config.image_resolution} is not divisible by the "
                          f"patch size {model_config.vision_patch_size}")
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
@@ -299,7 +299,8 @@ def train(cfg, resume=False, progress=True):
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
                 if step % eval_every == 0:
-                    log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
+                    with evaluating(model):
+                        log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
                 if progress_fraction() >= 1.0 or stop.requested:
                     break
     bar.close()
@@ -311,6 +312,7 @@ def train(cfg, resume=False, progress=True):
               "continue with --resume")
         return {"interrupted": True, "steps": step, "checkpoint": str(last_ckpt)}
     checkpoint()
+    model.eval()                     # BatchNorm on its running statistics from here on
     final = task.evaluate(model, tokenizer)
     log({"step": step, "eval": final, "final": True})
     summary = {"zero_shot_accuracy": final[task.headline], "steps": step,
@@ -322,6 +324,18 @@ def train(cfg, resume=False, progress=True):
     atomic_write(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     _plots(run_dir, model, tokenizer, task.pairs, history)
     return summary
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Eval mode inside the block (BatchNorm uses its running statistics, as zero-shot
+    use will), then back to the mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class _StopFlag:

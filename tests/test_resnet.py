@@ -193,3 +193,72 @@ def test_bad_resnet_config_errors():
         dataclasses.replace(CONFIGS["cifar-rn"], vision_layers=(1, 1, 1))
     with pytest.raises(ValueError, match="multiple of 32"):
         dataclasses.replace(CONFIGS["cifar-rn"], image_resolution=48)
+
+
+def _run_config(tmp_path, **overrides):
+    from miniclip.train import TrainConfig
+    settings = dict(dataset="shapes", model="micro-rn", steps=6, batch_size=16, lr=1e-3,
+                    out=str(tmp_path), name="run", train_size=256, log_every=1,
+                    eval_every=1000, checkpoint_every=1000, device="cpu", eval_images=64)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
+    """BatchNorm buffers travel in the checkpoint: a stopped and resumed run equals an
+    uninterrupted one, loss for loss and buffer for buffer."""
+    import json
+    import signal
+    from miniclip import train as train_module
+    from miniclip.checkpoint import model_from_checkpoint
+
+    def losses(run_dir):
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+    import dataclasses
+    real_make_task = train_module.make_task
+
+    def quick_task(cfg):          # the final evaluation on 64 images: this test is about resume
+        task = real_make_task(cfg)
+        return dataclasses.replace(task, evaluate=lambda m, t, limit=None: task.evaluate(m, t, 64))
+    monkeypatch.setattr(train_module, "make_task", quick_task)
+    monkeypatch.setattr(train_module, "_plots", lambda *args: None)
+    summary = train_module.train(_run_config(tmp_path / "a"), progress=False)
+    assert summary["steps"] == 6 and 0 <= summary["zero_shot_accuracy"] <= 1
+    calls = {"n": 0}
+    real_clip = train_module.clip_grad_norm
+
+    def ctrl_c_at_step_3(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_grad_norm", ctrl_c_at_step_3)
+    assert train_module.train(_run_config(tmp_path / "b"), progress=False)["interrupted"]
+    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    train_module.train(_run_config(tmp_path / "b"), resume=True, progress=False)
+    assert losses(tmp_path / "a" / "run") == losses(tmp_path / "b" / "run")
+    a, _, _ = model_from_checkpoint(tmp_path / "a" / "run" / "checkpoint.npz")
+    b, _, _ = model_from_checkpoint(tmp_path / "b" / "run" / "checkpoint.npz")
+    assert a.config.is_resnet and not a.training
+    assert int(a.state_dict()["visual.bn1.num_batches_tracked"]) == 6      # one per train step
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_evaluation_during_training_leaves_batch_norm_alone(tmp_path):
+    """The periodic evaluation runs in eval mode: it neither moves the running statistics
+    nor counts batches, and training continues in train mode."""
+    from miniclip.train import evaluating
+    model = CLIP("micro-rn").train()
+    before = model.state_dict()
+    ids = np.zeros((4, 16), dtype=np.int64)
+    ids[:, 2] = 999
+    with evaluating(model), no_grad():
+        assert not model.visual.bn1.training
+        model(np.random.default_rng(0).standard_normal((4, 3, 32, 32)), ids)
+    assert model.training and model.visual.layer1[0].bn3.training
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)

@@ -102,5 +102,8 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def __getitem__(self, index):
+        return list(self._modules.values())[index]
+
     def __len__(self):
         return len(self._modules)
