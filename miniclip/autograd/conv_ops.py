@@ -18,6 +18,10 @@ strides are those of H and W again (times s for the output axes). The backward
 of "copy each pixel into every window it falls in" is "add each window's
 gradient back onto its pixels" (col2im): a loop over the kh×kw kernel
 offsets, each one strided slice-add over the whole batch at once.
+
+A 1×1 convolution with stride 1 (most of a Bottleneck) needs no windows:
+each image is already its own cols matrix, x_n (C, H·W), and out_n = W x_n is a
+matrix product per image, batched (one matmul call, no copy, output already NCHW).
 """
 from numpy.lib.stride_tricks import as_strided
 
@@ -59,6 +63,13 @@ class Conv2d(Function):
         O, C2, kh, kw = weight.shape
         if C2 != C:
             raise ValueError(f"conv2d: the input has {C} channels, the weight expects {C2}")
+        if kh == kw == 1 and stride == 1 and not padding:          # pointwise: out_n = W x_n
+            ctx.save_for_backward(x, weight)
+            ctx.meta = None, bias is not None
+            out = weight.reshape(O, C) @ x.reshape(N, C, H * W)      # (N, O, H·W)
+            if bias is not None:
+                out += bias.reshape(1, O, 1)
+            return out.reshape(N, O, H, W)
         x_pad = xp.ascontiguousarray(_pad(x, padding))
         windows = _windows(x_pad, kh, kw, stride)                   # (N, Ho, Wo, C, kh, kw) view
         _, Ho, Wo = windows.shape[:3]
@@ -77,6 +88,17 @@ class Conv2d(Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.meta[0] is None:                                     # pointwise
+            x, weight = ctx.saved
+            N, C, H, W = x.shape
+            O = weight.shape[0]
+            g = grad.reshape(N, O, H * W)
+            w2 = weight.reshape(O, C)
+            grad_x = (w2.T @ g).reshape(x.shape)                    # dL/dx_n = Wᵀ g_n
+            xs = x.reshape(N, C, H * W)
+            grad_weight = (g @ xs.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)   # Σ_n g_n x_nᵀ
+            grad_bias = g.sum(axis=(0, 2)) if ctx.meta[1] else None
+            return grad_x, grad_weight, grad_bias
         cols, weight = ctx.saved
         x_shape, pad_shape, stride, padding, Ho, Wo, has_bias = ctx.meta
         xp = get_array_module(grad)
