@@ -32,7 +32,8 @@ def _parser():
     t = sub.add_parser("train", help="train a CLIP from scratch", epilog=TRAIN_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | csv:PATH")
-    t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small "
+    t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small; "
+                                    "ResNet towers: cifar-rn, micro-rn "
                                     "(default: cifar-tiny for CIFAR, else tiny)")
     how_long = t.add_mutually_exclusive_group()
     how_long.add_argument("--steps", type=int, help="optimiser steps")
