@@ -108,13 +108,14 @@ class Conv2d(Function):
         grad_weight = (g2.T @ cols).reshape(weight.shape)           # dL/dW = gᵀ · cols
         grad_bias = g2.sum(axis=0) if has_bias else None
         grad_cols = (g2 @ weight.reshape(O, -1)).reshape(N, Ho, Wo, C, kh, kw)   # dL/dcols = g · W
+        # one reordering to (N, kh, kw, C, Ho, Wo): each kernel offset's block is then contiguous NCHW
+        grad_cols = xp.ascontiguousarray(grad_cols.transpose(0, 4, 5, 3, 1, 2))
         # col2im: each window's gradient goes back onto the pixels it was copied from
         grad_pad = xp.zeros(pad_shape, dtype=grad.dtype)
         span_h, span_w = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
         for i in range(kh):                     # kernel offsets only: each is one batched add
             for j in range(kw):
-                grad_pad[:, :, i:i + span_h:stride, j:j + span_w:stride] += \
-                    grad_cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+                grad_pad[:, :, i:i + span_h:stride, j:j + span_w:stride] += grad_cols[:, i, j]
         grad_x = grad_pad[:, :, padding:padding + H, padding:padding + W] if padding else grad_pad
         return grad_x, grad_weight, grad_bias
 
