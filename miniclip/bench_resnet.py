@@ -32,9 +32,8 @@ def conv_shapes(config, batch):
     """(N, C, H, W, O, k, stride, padding) of each distinct convolution in the ResNet tower."""
     model = CLIP(config)
     shapes, seen = [], set()
-    size = {"x": config.image_resolution}
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((2, 3, size["x"], size["x"])).astype(np.float32)
+    R = config.image_resolution
+    images = np.random.default_rng(0).standard_normal((2, 3, R, R)).astype(np.float32)
     recorded = []
     real = F.conv2d
 
@@ -78,8 +77,12 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-conv", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (set OPENBLAS_NUM_THREADS to the same for NumPy)")
     args = parser.parse_args(argv)
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from open_clip.model import CLIP as TorchCLIP, CLIPTextCfg, CLIPVisionCfg
 
     config = dataclasses.replace(get_config(args.model), vocab_size=1000)
