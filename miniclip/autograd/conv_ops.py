@@ -12,6 +12,9 @@ and the convolution is a single GEMM with the flattened weights:
 
     out[(n, ho, wo), o] = Σ_(c,i,j) cols[(n, ho, wo), (c, i, j)] · W[o, (c, i, j)]
 
+(miniclip stores cols transposed, (C·kh·kw, N·Ho·Wo), and computes outᵀ = W colsᵀ:
+the same product, in the memory order that copies and adds fastest.)
+
 The windows are read with a strided view (no Python loop): the view
 x_pad[n, c, i + s·ho, j + s·wo] is the array x_pad with two more axes whose
 strides are those of H and W again (times s for the output axes). The backward
@@ -21,7 +24,8 @@ offsets, each one strided slice-add over the whole batch at once.
 
 A 1×1 convolution with stride 1 (most of a Bottleneck) needs no windows:
 each image is already its own cols matrix, x_n (C, H·W), and out_n = W x_n is a
-matrix product per image, batched (one matmul call, no copy, output already NCHW).
+matrix product per image, batched (one matmul call, no copy, output already NCHW)
+— when the grid is large enough (H·W ≥ 16) for those per-image products to be real GEMMs.
 """
 from numpy.lib.stride_tricks import as_strided
 
@@ -37,13 +41,18 @@ def _pad(x, padding):
 
 
 def _windows(x_pad, kh, kw, stride):
-    """A strided view (N, Ho, Wo, C, kh, kw) of x_pad (N, C, Hp, Wp): window (ho, wo), no copy."""
+    """A strided view (C, kh, kw, N, Ho, Wo) of x_pad (N, C, Hp, Wp), no copy:
+    view[c, i, j, n, ho, wo] = x_pad[n, c, ho·s + i, wo·s + j].
+
+    Flattened, it is colsᵀ: (C·kh·kw, N·Ho·Wo), one column per output pixel. This order
+    (pixels innermost) makes the one copy into colsᵀ read rows of Wo neighbours, not
+    runs of kw = 3 numbers, and lets col2im add contiguous blocks."""
     xp = get_array_module(x_pad)
     N, C, Hp, Wp = x_pad.shape
     Ho, Wo = (Hp - kh) // stride + 1, (Wp - kw) // stride + 1
     sN, sC, sH, sW = x_pad.strides
-    shape = (N, Ho, Wo, C, kh, kw)
-    strides = (sN, sH * stride, sW * stride, sC, sH, sW)
+    shape = (C, kh, kw, N, Ho, Wo)
+    strides = (sC, sH, sW, sN, sH * stride, sW * stride)
     if xp.__name__ == "numpy":
         return as_strided(x_pad, shape=shape, strides=strides, writeable=False)
     return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
@@ -63,7 +72,9 @@ class Conv2d(Function):
         O, C2, kh, kw = weight.shape
         if C2 != C:
             raise ValueError(f"conv2d: the input has {C} channels, the weight expects {C2}")
-        if kh == kw == 1 and stride == 1 and not padding:          # pointwise: out_n = W x_n
+        # pointwise on a large grid: out_n = W x_n per image (on a small grid such as 1×1
+        # each of those would be a matrix-vector product: there the one GEMM below wins)
+        if kh == kw == 1 and stride == 1 and not padding and H * W >= 16:
             ctx.save_for_backward(x, weight)
             ctx.meta = None, bias is not None
             out = weight.reshape(O, C) @ x.reshape(N, C, H * W)      # (N, O, H·W)
@@ -71,20 +82,20 @@ class Conv2d(Function):
                 out += bias.reshape(1, O, 1)
             return out.reshape(N, O, H, W)
         x_pad = xp.ascontiguousarray(_pad(x, padding))
-        windows = _windows(x_pad, kh, kw, stride)                   # (N, Ho, Wo, C, kh, kw) view
-        _, Ho, Wo = windows.shape[:3]
+        windows = _windows(x_pad, kh, kw, stride)                   # (C, kh, kw, N, Ho, Wo) view
+        Ho, Wo = windows.shape[4:]
         if Ho < 1 or Wo < 1:
             raise ValueError(f"conv2d: a {kh}×{kw} kernel does not fit an input of {H}×{W} "
                              f"with padding {padding}: pad more or use a larger image")
-        cols = windows.reshape(N * Ho * Wo, C * kh * kw)            # im2col: the one copy
+        cols_t = windows.reshape(C * kh * kw, N * Ho * Wo)          # im2col (transposed): the one copy
         w2 = weight.reshape(O, C * kh * kw)
-        out = cols @ w2.T                                           # the GEMM: (N·Ho·Wo, O)
+        out = w2 @ cols_t                                           # the GEMM: (O, N·Ho·Wo)
         if bias is not None:
-            out += bias
-        ctx.save_for_backward(cols, weight)
+            out += bias.reshape(O, 1)
+        ctx.save_for_backward(cols_t, weight)
         ctx.meta = (x.shape, x_pad.shape, stride, padding, Ho, Wo, bias is not None)
-        # (N, Ho, Wo, O) -> NCHW, contiguous so later reshapes stay views
-        return xp.ascontiguousarray(out.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2))
+        # (O, N, Ho, Wo) -> NCHW, contiguous so later reshapes stay views
+        return xp.ascontiguousarray(out.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
 
     @staticmethod
     def backward(ctx, grad):
@@ -99,24 +110,24 @@ class Conv2d(Function):
             grad_weight = (g @ xs.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)   # Σ_n g_n x_nᵀ
             grad_bias = g.sum(axis=(0, 2)) if ctx.meta[1] else None
             return grad_x, grad_weight, grad_bias
-        cols, weight = ctx.saved
+        cols_t, weight = ctx.saved
         x_shape, pad_shape, stride, padding, Ho, Wo, has_bias = ctx.meta
         xp = get_array_module(grad)
         N, C, H, W = x_shape
         O, _, kh, kw = weight.shape
-        g2 = grad.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)    # rows like cols
-        grad_weight = (g2.T @ cols).reshape(weight.shape)           # dL/dW = gᵀ · cols
-        grad_bias = g2.sum(axis=0) if has_bias else None
-        grad_cols = (g2 @ weight.reshape(O, -1)).reshape(N, Ho, Wo, C, kh, kw)   # dL/dcols = g · W
-        # one reordering to (N, kh, kw, C, Ho, Wo): each kernel offset's block is then contiguous NCHW
-        grad_cols = xp.ascontiguousarray(grad_cols.transpose(0, 4, 5, 3, 1, 2))
-        # col2im: each window's gradient goes back onto the pixels it was copied from
-        grad_pad = xp.zeros(pad_shape, dtype=grad.dtype)
+        g_t = grad.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)    # columns like cols_t
+        grad_weight = (g_t @ cols_t.T).reshape(weight.shape)        # dL/dW = g · cols
+        grad_bias = g_t.sum(axis=1) if has_bias else None
+        grad_cols = (weight.reshape(O, -1).T @ g_t).reshape(C, kh, kw, N, Ho, Wo)   # dL/dcols = Wᵀ g
+        # col2im: each window's gradient goes back onto the pixels it was copied from,
+        # accumulated in (C, N, Hp, Wp) order so that every add reads a contiguous block
+        grad_pad = xp.zeros((C, N) + tuple(pad_shape[2:]), dtype=grad.dtype)
         span_h, span_w = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
         for i in range(kh):                     # kernel offsets only: each is one batched add
             for j in range(kw):
                 grad_pad[:, :, i:i + span_h:stride, j:j + span_w:stride] += grad_cols[:, i, j]
-        grad_x = grad_pad[:, :, padding:padding + H, padding:padding + W] if padding else grad_pad
+        grad_x = xp.ascontiguousarray(
+            grad_pad[:, :, padding:padding + H, padding:padding + W].transpose(1, 0, 2, 3))
         return grad_x, grad_weight, grad_bias
 
 
