@@ -25,7 +25,7 @@ offsets, each one strided slice-add over the whole batch at once.
 A 1×1 convolution with stride 1 (most of a Bottleneck) needs no windows:
 each image is already its own cols matrix, x_n (C, H·W), and out_n = W x_n is a
 matrix product per image, batched (one matmul call, no copy, output already NCHW)
-— when the grid is large enough (H·W ≥ 16) for those per-image products to be real GEMMs.
+— when the grid is large enough (H·W ≥ 64) for those per-image products to be real GEMMs.
 """
 from numpy.lib.stride_tricks import as_strided
 
@@ -74,7 +74,7 @@ class Conv2d(Function):
             raise ValueError(f"conv2d: the input has {C} channels, the weight expects {C2}")
         # pointwise on a large grid: out_n = W x_n per image (on a small grid such as 1×1
         # each of those would be a matrix-vector product: there the one GEMM below wins)
-        if kh == kw == 1 and stride == 1 and not padding and H * W >= 16:
+        if kh == kw == 1 and stride == 1 and not padding and H * W >= 64:
             ctx.save_for_backward(x, weight)
             ctx.meta = None, bias is not None
             out = weight.reshape(O, C) @ x.reshape(N, C, H * W)      # (N, O, H·W)
