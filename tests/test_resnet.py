@@ -224,8 +224,8 @@ def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
     import dataclasses
     real_make_task = train_module.make_task
 
-    def quick_task(cfg):          # the final evaluation on 64 images: this test is about resume
-        task = real_make_task(cfg)
+    def quick_task(*args, **kwargs):   # the final evaluation on 64 images: this is about resume
+        task = real_make_task(*args, **kwargs)
         return dataclasses.replace(task, evaluate=lambda m, t, limit=None: task.evaluate(m, t, 64))
     monkeypatch.setattr(train_module, "make_task", quick_task)
     monkeypatch.setattr(train_module, "_plots", lambda *args: None)
