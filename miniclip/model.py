@@ -24,20 +24,25 @@ import miniclip.functional as F
 from miniclip import backend
 from miniclip.autograd.tensor import Tensor
 from miniclip.nn import Embedding, LayerNorm, Module, Parameter, PatchEmbedding, Transformer
+from miniclip.nn.resnet import ModifiedResNet
 
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
     """The arguments of OpenAI's CLIP(...): everything that fixes the shapes.
 
-    vision_heads: None means vision_width // 64 (OpenAI's rule), at least 1.
+    vision_layers: an int (a ViT of that many blocks) or 4 ints (a ResNet,
+    OpenAI's ModifiedResNet with that many Bottlenecks per stage; then
+    vision_patch_size is unused and may be None).
+    vision_heads: None means OpenAI's rule: vision_width // 64 for a ViT,
+    vision_width · 32 // 64 for a ResNet's attention pool; at least 1.
     Change a field with dataclasses.replace(config, vocab_size=...).
     """
     embed_dim: int
     image_resolution: int
-    vision_layers: int
+    vision_layers: "int | tuple[int, int, int, int]"
     vision_width: int
-    vision_patch_size: int
+    vision_patch_size: "int | None"
     context_length: int
     vocab_size: int
     transformer_width: int
@@ -46,14 +51,32 @@ class CLIPConfig:
     vision_heads: int | None = None
 
     def __post_init__(self):
+        if isinstance(self.vision_layers, (list, tuple)):            # a ResNet (JSON gives a list)
+            layers = tuple(self.vision_layers)
+            if len(layers) != 4 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in layers):
+                raise ValueError(f"CLIPConfig.vision_layers = {self.vision_layers!r}: a ResNet needs "
+                                 f"4 positive integers (Bottlenecks per stage), e.g. (3, 4, 6, 3)")
+            object.__setattr__(self, "vision_layers", tuple(int(n) for n in layers))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "vision_layers" and self.is_resnet:
+                continue
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"CLIPConfig.{field.name} = {value!r}: must be a positive integer")
-        if self.image_resolution % self.vision_patch_size:
+        if self.is_resnet:
+            if self.image_resolution % 32:
+                raise ValueError(f"image_resolution {self.image_resolution}: a ResNet tower halves the "
+                                 f"grid five times, so it needs a multiple of 32")
+            if (self.vision_width * 32) % self.num_vision_heads:
+                raise ValueError(f"the attention pool's width {self.vision_width * 32} does not split "
+                                 f"into {self.num_vision_heads} heads: set vision_heads to a divisor")
+        elif self.vision_patch_size is None:
+            raise ValueError("CLIPConfig.vision_patch_size is None: a ViT needs a patch size "
+                             "(only a ResNet, vision_layers a 4-tuple, does without)")
+        elif self.image_resolution % self.vision_patch_size:
             raise ValueError(f"image_resolution {self.image_resolution} is not divisible by the patch "
                              f"size (vision_patch_size {self.vision_patch_size}): change one of them")
-        if self.vision_width % self.num_vision_heads:
+        if not self.is_resnet and self.vision_width % self.num_vision_heads:
             raise ValueError(f"vision_width {self.vision_width} does not split into "
                              f"{self.num_vision_heads} heads: set vision_heads to a divisor")
         if self.transformer_width % self.transformer_heads:
@@ -61,7 +84,14 @@ class CLIPConfig:
                              f"{self.transformer_heads} heads: set transformer_heads to a divisor")
 
     @property
+    def is_resnet(self):
+        """True for a ResNet image tower (vision_layers a tuple), False for a ViT."""
+        return isinstance(self.vision_layers, tuple)
+
+    @property
     def num_vision_heads(self):
+        if self.is_resnet:                                  # the attention pool: width·32 // 64
+            return self.vision_heads or max(1, self.vision_width * 32 // 64)
         return self.vision_heads or max(1, self.vision_width // 64)
 
 
@@ -80,6 +110,22 @@ CONFIGS = {
                                  vision_width=1024, vision_patch_size=14, context_length=77,
                                  vocab_size=49408, transformer_width=768, transformer_heads=12,
                                  transformer_layers=12),
+    # OpenAI's released ResNet models (ModifiedResNet image towers)
+    "RN50": CLIPConfig(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3),
+                       vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
+                       transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "RN101": CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3),
+                        vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
+                        transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "RN50x4": CLIPConfig(embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6),
+                         vision_width=80, vision_patch_size=None, context_length=77, vocab_size=49408,
+                         transformer_width=640, transformer_heads=10, transformer_layers=12),
+    "RN50x16": CLIPConfig(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8),
+                          vision_width=96, vision_patch_size=None, context_length=77, vocab_size=49408,
+                          transformer_width=768, transformer_heads=12, transformer_layers=12),
+    "RN50x64": CLIPConfig(embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10),
+                          vision_width=128, vision_patch_size=None, context_length=77, vocab_size=49408,
+                          transformer_width=1024, transformer_heads=16, transformer_layers=12),
     # from scratch on 32×32 images (the trainer sets vocab_size from its tokenizer;
     # heads = width // 64 as OpenAI infers them from weights).
     # micro: seconds-long test runs.
@@ -100,6 +146,19 @@ CONFIGS = {
                              vision_width=128, vision_patch_size=8, context_length=16,
                              vocab_size=1000, transformer_width=128, transformer_heads=2,
                              transformer_layers=2),
+    # micro-rn: a ResNet tower for seconds-long test runs
+    "micro-rn": CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=(1, 1, 1, 1),
+                           vision_width=8, vision_patch_size=None, context_length=16,
+                           vocab_size=1000, transformer_width=64, transformer_heads=1,
+                           transformer_layers=2),
+    # cifar-rn: OpenAI's ModifiedResNet tower on 32×32 images: one Bottleneck per stage,
+    # stem width 16 (stages of 64, 128, 256, 512 channels), an attention pool of width 512
+    # (8 heads) over the final 1×1 grid plus the mean token; cifar-tiny's text tower.
+    # 1.9 M parameters (cifar-tiny: 1.4 M)
+    "cifar-rn": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=(1, 1, 1, 1),
+                           vision_width=16, vision_patch_size=None, context_length=16,
+                           vocab_size=1000, transformer_width=128, transformer_heads=2,
+                           transformer_layers=2),
     # small: wider and deeper, for a GPU
     "small": CLIPConfig(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=256,
                         vision_patch_size=4, context_length=24, vocab_size=1000,
@@ -146,7 +205,8 @@ class VisionTransformer(Module):
 
 
 class CLIP(Module):
-    """OpenAI's CLIP with a ViT image tower.  CLIP(config, seed) initialises as OpenAI does.
+    """OpenAI's CLIP with a ViT or a ResNet image tower (config.vision_layers an int or a
+    4-tuple).  CLIP(config, seed) initialises as OpenAI does.
 
     config: a CLIPConfig or the name of one ('tiny', 'ViT-B/32', ...).
     """
@@ -157,8 +217,13 @@ class CLIP(Module):
         self.config = config
         rng = np.random.default_rng(seed)
         c = config
-        self.visual = VisionTransformer(c.image_resolution, c.vision_patch_size, c.vision_width,
-                                        c.vision_layers, c.num_vision_heads, c.embed_dim, rng=rng)
+        if c.is_resnet:
+            self.visual = ModifiedResNet(c.vision_layers, c.embed_dim, c.num_vision_heads,
+                                         input_resolution=c.image_resolution, width=c.vision_width,
+                                         rng=rng)
+        else:
+            self.visual = VisionTransformer(c.image_resolution, c.vision_patch_size, c.vision_width,
+                                            c.vision_layers, c.num_vision_heads, c.embed_dim, rng=rng)
         self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
                                        attn_mask=causal_mask(c.context_length), rng=rng)
         self.token_embedding = Embedding(c.vocab_size, c.transformer_width, rng=rng)
@@ -174,6 +239,8 @@ class CLIP(Module):
         keeps PyTorch's defaults plus its own N(0, W^-½) embeddings and projection;
         Linear biases keep PyTorch's default U(±1/√in), attention biases are 0)."""
         width, layers = self.transformer.width, self.transformer.layers
+        if isinstance(self.visual, ModifiedResNet):
+            self.visual.initialize_parameters(rng)
         fill_normal(rng, self.token_embedding.weight, 0.02)
         fill_normal(rng, self.positional_embedding, 0.01)
         attn_std = width ** -0.5
@@ -263,11 +330,11 @@ _NOT_PARAMETERS = ("input_resolution", "context_length", "vocab_size")   # in Op
 
 def config_from_state_dict(state_dict):
     """The CLIPConfig of an OpenAI-named state dict, read off the shapes as OpenAI's build_model does."""
-    if any(name.startswith("visual.layer1") for name in state_dict):
-        raise ValueError("this is a ResNet CLIP (RN50, ...): miniclip implements the ViT image "
-                         "tower only; use a ViT model such as 'ViT-B/32'")
-    for needed in ("visual.conv1.weight", "visual.positional_embedding", "text_projection",
-                   "positional_embedding", "token_embedding.weight", "ln_final.weight"):
+    resnet = any(name.startswith("visual.layer1.") for name in state_dict)
+    visual_needed = (("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding") if resnet
+                     else ("visual.conv1.weight", "visual.positional_embedding"))
+    for needed in visual_needed + ("text_projection", "positional_embedding",
+                                   "token_embedding.weight", "ln_final.weight"):
         if needed not in state_dict:
             raise KeyError(f"the state dict has no {needed!r}: not an OpenAI-named CLIP state dict "
                            f"(Hugging Face names are converted by miniclip.pretrained)")
@@ -280,13 +347,20 @@ def config_from_state_dict(state_dict):
         return len({name[len(prefix):].split(".")[0] for name in state_dict
                     if name.startswith(prefix)})
 
-    vision_width, _, _, patch = shape("visual.conv1.weight")
-    grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
     text_width = shape("ln_final.weight")[0]
+    if resnet:   # OpenAI's build_model: depths from the layerK.<i> keys, width from layer1's conv1
+        vision_layers = tuple(count_layers(f"visual.layer{k}.") for k in (1, 2, 3, 4))
+        vision_width = shape("visual.layer1.0.conv1.weight")[0]
+        grid = round((shape("visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
+        image_resolution, patch = 32 * grid, None
+    else:
+        vision_width, _, _, patch = shape("visual.conv1.weight")
+        grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
+        vision_layers, image_resolution = count_layers("visual.transformer.resblocks."), patch * grid
     return CLIPConfig(
         embed_dim=shape("text_projection")[1],
-        image_resolution=patch * grid,
-        vision_layers=count_layers("visual.transformer.resblocks."),
+        image_resolution=image_resolution,
+        vision_layers=vision_layers,
         vision_width=vision_width,
         vision_patch_size=patch,
         context_length=shape("positional_embedding")[0],

@@ -561,6 +561,11 @@ def export_hf(model_or_state_dict, folder):
     if hasattr(state, "state_dict"):
         state = state.state_dict()
     state = {name: to_numpy(value) for name, value in state.items() if name not in OPENAI_EXTRA_KEYS}
+    if any(name.startswith("visual.layer1.") for name in state):
+        raise CheckpointError(
+            "export_hf: this is a ResNet CLIP (ModifiedResNet image tower), and Hugging Face's "
+            "CLIPModel has only the ViT tower: export a ViT model, or save this one with "
+            "miniclip.checkpoint / as OpenAI-named safetensors (write_safetensors(path, model.state_dict()))")
     state = {name: value.astype(np.float32) for name, value in state.items()}
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -591,8 +596,8 @@ _MODELS = {
 
 
 def available_models():
-    """The OpenAI model names load() accepts (the ViT ones; miniclip has no ResNet tower)."""
-    return [name for name in _MODELS if name.startswith("ViT")]
+    """The OpenAI model names load() accepts: the five ResNets and the four ViTs (OpenAI's order)."""
+    return list(_MODELS)
 
 
 def load_state_dict_any(path):
@@ -638,10 +643,6 @@ def _checkpoint_path(name_or_path):
     """An OpenAI model name -> its local file (assets folder, cache, else
     downloaded and sha256-checked); an existing path -> itself."""
     if name_or_path in _MODELS:
-        if name_or_path.startswith("RN"):
-            raise ValueError(
-                f"{name_or_path} is one of OpenAI's ResNet CLIP models: not supported: miniclip "
-                f"implements the ViT towers. Use one of {available_models()}")
         from miniclip.download import cache_dir, download, find_asset
         url = _MODELS[name_or_path]
         filename = url.rsplit("/", 1)[1]

@@ -13,8 +13,8 @@ run = pytest.importorskip("run_lessons", reason="lessons/run_lessons.py needs nb
 NOTEBOOKS = run.notebooks()
 
 
-def test_there_are_nine_lessons():
-    assert len(NOTEBOOKS) == 9, [nb.name for nb in NOTEBOOKS]
+def test_there_are_ten_lessons():
+    assert len(NOTEBOOKS) == 10, [nb.name for nb in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])

@@ -430,9 +430,8 @@ def test_load_state_dict_any_reads_every_format(tmp_path, params):
 
 
 def test_model_names_and_their_errors():
-    assert available_models() == ["ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
-    with pytest.raises(ValueError, match="not supported: miniclip implements the ViT towers"):
-        pretrained.load("RN50")
+    assert available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
+                                  "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
     with pytest.raises(FileNotFoundError, match="ViT-B/32"):
         pretrained.load("ViT-B/31")
 
