@@ -62,6 +62,9 @@ class CLIPConfig:
     eos_token_id: int | None = None
 
     def __post_init__(self):
+        for field in ("vision", "transformer"):                 # 4 × width is spelled None, so
+            if getattr(self, f"{field}_mlp_width") == 4 * getattr(self, f"{field}_width"):   # equal configs compare equal
+                object.__setattr__(self, f"{field}_mlp_width", None)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in ("activation", "layer_norm_eps"):
@@ -182,6 +185,75 @@ CONFIGS = {
                         transformer_width=256, transformer_heads=4, transformer_layers=6),
     **OPENCLIP_CONFIGS,
 }
+
+
+# OpenCLIP model_cfg keys -> the value miniclip computes (any other value is refused);
+# keys that do not change the numbers at inference are in _OPENCLIP_INERT.
+_OPENCLIP_FIXED = {
+    "custom_text": False, "multimodal_cfg": None, "init_logit_bias": None,
+    "vision_cfg.ls_init_value": None, "vision_cfg.attentional_pool": False, "vision_cfg.no_ln_pre": False,
+    "vision_cfg.pos_embed_type": "learnable", "vision_cfg.final_ln_after_pool": False,
+    "vision_cfg.pool_type": "tok", "vision_cfg.global_average_pool": False, "vision_cfg.timm_model_name": None,
+    "vision_cfg.input_patchnorm": False,
+    "text_cfg.ls_init_value": None, "text_cfg.hf_model_name": None, "text_cfg.embed_cls": False,
+    "text_cfg.pad_id": 0, "text_cfg.no_causal_mask": False, "text_cfg.final_ln_after_pool": False,
+    "text_cfg.pool_type": "argmax", "text_cfg.proj_type": "linear", "text_cfg.proj_bias": False,
+    "text_cfg.attn_pooler_heads": None,
+}
+_OPENCLIP_INERT = {"cast_dtype", "init_logit_scale", "output_dict", "vision_cfg.patch_dropout",
+                   "vision_cfg.output_tokens", "text_cfg.output_tokens", "text_cfg.tokenizer_kwargs",
+                   "text_cfg.hf_tokenizer_name", "vision_cfg.attn_pooler_queries", "vision_cfg.attn_pooler_heads",
+                   "vision_cfg.image_mean", "vision_cfg.image_std", "vision_cfg.interpolation",
+                   "vision_cfg.resize_mode", "text_cfg.vocab_size", "text_cfg.context_length",
+                   "text_cfg.width", "text_cfg.heads", "text_cfg.layers", "text_cfg.mlp_ratio",
+                   "vision_cfg.image_size", "vision_cfg.layers", "vision_cfg.width", "vision_cfg.head_width",
+                   "vision_cfg.mlp_ratio", "vision_cfg.patch_size", "embed_dim", "quick_gelu",
+                   "vision_cfg", "text_cfg", "vision_cfg.norm_kwargs", "text_cfg.norm_kwargs"}
+
+
+def config_from_open_clip(model_cfg):
+    """An OpenCLIP model config (open_clip_config.json's "model_cfg", or
+    model_configs/<name>.json) -> CLIPConfig; anything miniclip cannot compute
+    exactly (CoCa, SigLIP's bias, attention poolers, layer scale, timm or HF
+    towers, other pooling or norm placement, ...) is a ValueError naming it."""
+    flat = {}
+    for key, value in model_cfg.items():
+        flat[key] = value
+        if key in ("vision_cfg", "text_cfg") and isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+    for key, value in flat.items():
+        if key in _OPENCLIP_FIXED:
+            if value != _OPENCLIP_FIXED[key] and not (value in (None, False) and _OPENCLIP_FIXED[key] in (None, False)):
+                raise ValueError(f"OpenCLIP config {key} = {value!r}: miniclip computes only "
+                                 f"{_OPENCLIP_FIXED[key]!r} here (OpenAI's CLIP structure), so this model is refused")
+        elif key not in _OPENCLIP_INERT:
+            raise ValueError(f"OpenCLIP config key {key!r} = {value!r} is not one miniclip knows: it may change "
+                             f"the model, so the model is refused rather than computed approximately")
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    if not isinstance(vision.get("layers", 12), int):
+        raise ValueError(f"OpenCLIP vision_cfg.layers = {vision['layers']!r}: a ResNet image tower, "
+                         f"which miniclip's ViT loader does not build")
+    size = vision.get("image_size", 224)
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"OpenCLIP vision_cfg.image_size = {size}: miniclip takes square images only")
+        size = size[0]
+    eps = {vision.get("norm_kwargs", {}).get("eps", 1e-5), text.get("norm_kwargs", {}).get("eps", 1e-5)}
+    if len(eps) > 1:
+        raise ValueError(f"OpenCLIP towers with different LayerNorm eps {sorted(eps)}: miniclip uses one")
+    width, text_width = vision.get("width", 768), text.get("width", 512)
+    config = CLIPConfig(
+        embed_dim=model_cfg["embed_dim"], image_resolution=size, vision_layers=vision.get("layers", 12),
+        vision_width=width, vision_patch_size=vision.get("patch_size", 16),
+        context_length=text.get("context_length", 77), vocab_size=text.get("vocab_size", 49408),
+        transformer_width=text_width, transformer_heads=text.get("heads", 8),
+        transformer_layers=text.get("layers", 12),
+        vision_heads=width // vision.get("head_width", 64),
+        activation="quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu",
+        vision_mlp_width=int(width * vision.get("mlp_ratio", 4.0)),
+        transformer_mlp_width=int(text_width * text.get("mlp_ratio", 4.0)),
+        layer_norm_eps=eps.pop())
+    return config
 
 
 def get_config(name):
