@@ -302,7 +302,7 @@ class CLIP(Module):
 
     config: a CLIPConfig or the name of one ('tiny', 'ViT-B/32', ...).
     init=False: allocate the weights without drawing them (their values are
-    garbage), for a model whose weights are loaded next (from_state_dict).
+    zeros), for a model whose weights are loaded next (from_state_dict).
     """
 
     def __init__(self, config, seed=0, init=True):
@@ -484,7 +484,7 @@ def causal_mask(context_length, dtype=np.float32):
 def normal(rng, std, shape):
     """A float32 array drawn from N(0, std²) (uninitialised for rng=NO_INIT)."""
     if rng is NO_INIT:
-        return np.empty(shape, dtype=np.float32)
+        return np.zeros(shape, dtype=np.float32)
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
 
 

@@ -4,7 +4,7 @@ Parameters are float32 (call `model.astype(np.float64)` for float64) and
 start from PyTorch's default initialisation, drawn from `rng` (a
 np.random.Generator; None: a fresh, unseeded one). CLIP re-initialises some
 of them its own way (see model.py). rng=NO_INIT allocates the parameters
-without drawing them (np.empty): for a model whose weights are loaded next.
+without drawing them (zeros): for a model whose weights are loaded next.
 """
 import math
 
@@ -27,7 +27,7 @@ NO_INIT = NoInit()
 def uniform(rng, bound, shape):
     """A float32 array drawn from U(-bound, bound) (uninitialised for rng=NO_INIT)."""
     if rng is NO_INIT:
-        return np.empty(shape, dtype=np.float32)
+        return np.zeros(shape, dtype=np.float32)
     rng = np.random.default_rng() if rng is None else rng
     u = rng.random(shape, dtype=np.float32)            # U(0, 1)
     return (2 * u - 1) * np.float32(bound)
@@ -72,7 +72,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, dim, rng=None):
         super().__init__()
         if rng is NO_INIT:
-            self.weight = Parameter(np.empty((num_embeddings, dim), dtype=np.float32))
+            self.weight = Parameter(np.zeros((num_embeddings, dim), dtype=np.float32))
             return
         rng = np.random.default_rng() if rng is None else rng
         self.weight = Parameter(rng.standard_normal((num_embeddings, dim), dtype=np.float32))   # N(0, 1)
