@@ -39,6 +39,7 @@ class CLIPConfig:
         plain ViT-B-32 and friends, Hugging Face's hidden_act "gelu").
     vision_mlp_width / transformer_mlp_width: the hidden width of each block's
         MLP; None means 4 × the tower's width.
+    (A value equal to its default rule is stored as None, so equal models have equal configs.)
     layer_norm_eps: every LayerNorm's eps.
     eos_token_id: where the text tower pools. None: at each row's largest id
         (OpenAI's rule, `ids.argmax()`); an id: at its first occurrence in the row.
@@ -65,6 +66,8 @@ class CLIPConfig:
         for field in ("vision", "transformer"):                 # 4 × width is spelled None, so
             if getattr(self, f"{field}_mlp_width") == 4 * getattr(self, f"{field}_width"):   # equal configs compare equal
                 object.__setattr__(self, f"{field}_mlp_width", None)
+        if self.vision_heads == max(1, self.vision_width // 64):           # likewise OpenAI's head rule
+            object.__setattr__(self, "vision_heads", None)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in ("activation", "layer_norm_eps"):
