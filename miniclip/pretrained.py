@@ -801,6 +801,8 @@ def read_checkpoint(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = _read_weights_file(path)
+    if state and all(name.startswith("module.") for name in state):
+        state = {name[len("module."):]: value for name, value in state.items()}   # saved from DistributedDataParallel
     kind, config, preprocess = "state_dict", None, {}
     if path.endswith(".npz"):
         kind = "miniclip"
