@@ -548,6 +548,12 @@ def config_from_hf(hf_config, state):
     _check_hf_config(hf_config)
     eos = _hf_get(hf_config, "text_config", "eos_token_id")
     config = config_from_state_dict(state)
+    for tower, prefix, mlp in (("text_config", "transformer.resblocks.0", config.transformer_mlp),
+                               ("vision_config", "visual.transformer.resblocks.0", config.vision_mlp)):
+        size = hf_config.get(tower, {}).get("intermediate_size")
+        if size is not None and size != mlp:
+            raise CheckpointError(f"config.json {tower}.intermediate_size is {size}, but the weights' "
+                                  f"{prefix}.mlp.c_fc.weight has {mlp} rows: the config is not this model's")
     try:
         return dataclasses.replace(
             config,

@@ -205,6 +205,9 @@ def test_hf_config_is_honoured(hf_config, params):
         ("gelu", 1e-6, 4, 1, None)
     config["text_config"]["eos_token_id"] = 999                  # pools at the first 999, as HF does
     assert config_from_hf(config, params).eos_token_id == 999
+    config["vision_config"]["intermediate_size"] = 500
+    with pytest.raises(CheckpointError, match="intermediate_size is 500.*512"):
+        config_from_hf(config, params)
 
 
 # ---- safetensors ------------------------------------------------------------------
