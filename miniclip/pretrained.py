@@ -40,6 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from miniclip.backend import to_numpy
+from miniclip.checkpoint import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -381,17 +382,14 @@ def write_safetensors(path, tensors, metadata=None):
         offset += array.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # pad: 8 + len(blob) is a multiple of 8
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(len(blob).to_bytes(8, "little"))
-            f.write(blob)
-            for array in arrays:
-                f.write(array.tobytes())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    def write(f):
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for array in arrays:
+            f.write(array.tobytes())
+
+    atomic_write(path, write)
 
 
 # --------------------------------------------------------------------------
@@ -596,16 +594,12 @@ def hf_config(state, config=None):
 
 
 def _write_json(path, value):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    _write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _write_text(path, text):
-    with open(path + ".tmp", "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_hf_tokenizer(tokenizer, folder, context_length=77):

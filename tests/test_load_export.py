@@ -19,8 +19,14 @@ from miniclip.pretrained import (
     CheckpointError, check_supported, export_hf, load, load_state_dict_any, read_safetensors,
     write_safetensors)
 from miniclip.tokenizer import SOT_TEXT, EOT_TEXT, BYTE_TO_CHAR, Tokenizer, pre_tokenize, tokenize
+from conftest import shared_file
+from miniclip.tokenizer import OPENAI_NUM_MERGES
 from test_pretrained import fixture, save_arrays
 from test_tokenizer import openai_style_bpe
+
+
+def openai_tokenizer():
+    return Tokenizer.from_file(shared_file("assets", "bpe_simple_vocab_16e6.txt.gz"), num_merges=OPENAI_NUM_MERGES)
 
 # GELU, 4 heads of 8 (not 64-wide), MLP widths not 4W, eps 1e-6: nothing OpenAI's defaults guess
 ODD = CLIPConfig(embed_dim=16, image_resolution=16, vision_layers=2, vision_width=32, vision_patch_size=8,
@@ -236,8 +242,9 @@ def hf_style_tokenizer(folder):
 
 
 def test_tokenizer_files_give_miniclips_ids_on_the_fixture_strings(tmp_path):
-    cases = [json.loads(line) for line in (fixture("../tokenizer/clip_tokenizer_cases.jsonl")).read_text().splitlines()]
-    for name, tokenizer in (("openai", Tokenizer.openai()), ("default", Tokenizer.default())):
+    cases = [json.loads(line) for line in
+             shared_file("fixtures", "tokenizer", "clip_tokenizer_cases.jsonl").read_text().splitlines()]
+    for name, tokenizer in (("openai", openai_tokenizer()), ("default", Tokenizer.default())):
         folder = tmp_path / name
         pretrained.write_hf_tokenizer(tokenizer, folder, context_length=77)
         vocab, ranks, encode = hf_style_tokenizer(folder)
@@ -252,7 +259,7 @@ def test_tokenizer_files_give_miniclips_ids_on_the_fixture_strings(tmp_path):
 
 
 def test_every_openai_id_round_trips_through_vocab_json_and_merges_txt(tmp_path):
-    tokenizer = Tokenizer.openai()
+    tokenizer = openai_tokenizer()
     pretrained.write_hf_tokenizer(tokenizer, tmp_path)
     vocab, ranks, _ = hf_style_tokenizer(tmp_path)
     assert len(vocab) == len(tokenizer) == 49408
@@ -271,7 +278,8 @@ def test_export_hf_writes_the_processor_files(tmp_path):
     assert pre["size"] == {"shortest_edge": 32} and pre["crop_size"] == {"height": 32, "width": 32}
     assert pre["image_mean"] == list(MEAN) and pre["image_std"] == list(STD) and pre["resample"] == 3
     with pytest.raises(ValueError, match="not this model's tokenizer"):
-        export_hf(CLIP(get_config("micro")), tmp_path / "x", tokenizer=Tokenizer.openai())
+        export_hf(CLIP(dataclasses.replace(get_config("micro"), vocab_size=900)), tmp_path / "x",
+                  tokenizer=Tokenizer.default())                   # 986 ids
 
 
 # ---- Hugging Face folders: sharded, .bin ---------------------------------------------
