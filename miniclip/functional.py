@@ -91,7 +91,13 @@ def quick_gelu(x):
 
 
 def gelu(x):
+    """The exact GELU, x · Φ(x) (erf form), as torch.nn.GELU()."""
     return nn_ops.GELU.apply(x)
+
+
+def gelu_tanh(x):
+    """GELU's tanh approximation (torch.nn.GELU(approximate="tanh"))."""
+    return nn_ops.GELUTanh.apply(x)
 
 
 def linear(x, weight, bias=None):

@@ -11,8 +11,12 @@ import math
 import numpy as np
 
 from miniclip.backend import get_array_module
+from miniclip.autograd.erf import erf
 from miniclip.autograd.function import Function
 from miniclip.autograd.parallel import for_row_blocks
+
+SQRT_HALF = math.sqrt(0.5)                    # 1/√2
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _softmax(x, axis):
@@ -205,7 +209,24 @@ class QuickGELU(Function):
 
 
 class GELU(Function):
-    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), the tanh form."""
+    """y = x · Φ(x) = ½ x (1 + erf(x / √2)): the exact GELU (torch.nn.GELU(), HF "gelu")."""
+
+    @staticmethod
+    def forward(ctx, x):
+        cdf = 0.5 * (1.0 + erf(x * SQRT_HALF))      # Φ(x), the standard normal CDF
+        ctx.save_for_backward(x, cdf)
+        return x * cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cdf = ctx.saved
+        xp = get_array_module(x)
+        pdf = INV_SQRT_2PI * xp.exp(-0.5 * x * x)   # φ(x) = e^(−x²/2) / √(2π) = Φ'(x)
+        return grad * (cdf + x * pdf)                # d(x Φ)/dx = Φ + x φ
+
+
+class GELUTanh(Function):
+    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), GELU's tanh approximation."""
 
     @staticmethod
     def forward(ctx, x):

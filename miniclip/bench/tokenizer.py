@@ -6,15 +6,17 @@ set of pairs and min() over them with a key function every pass, strings
 throughout). Both keep a per-word cache, cleared before every cold run.
 Then times `train_bpe` for 2,000 merges on 100,000 generated captions.
 """
+import html
 import json
 import os
 import time
 from pathlib import Path
 
+import ftfy
 import numpy as np
 
 from miniclip.download import DownloadError
-from miniclip.tokenizer import (BYTE_TO_CHAR, EOT_TEXT, PATTERN, SOT_TEXT, Tokenizer, clean,
+from miniclip.tokenizer import (BYTE_TO_CHAR, EOT_TEXT, PATTERN, SOT_TEXT, WHITESPACE, Tokenizer,
                                 train_bpe)
 
 class ReferenceBPE:
@@ -66,7 +68,10 @@ class ReferenceBPE:
 
     def encode(self, text):
         ids = []
-        for token in PATTERN.findall(clean(text)):
+        # OpenAI's basic_clean runs ftfy.fix_text on every text (miniclip's clean skips
+        # it on text ftfy leaves alone), then unescapes, collapses whitespace, lowers
+        text = WHITESPACE.sub(" ", html.unescape(html.unescape(ftfy.fix_text(text))).strip()).strip().lower()
+        for token in PATTERN.findall(text):
             token = "".join(BYTE_TO_CHAR[b] for b in token.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self.bpe(token).split(" "))
         return ids

@@ -17,7 +17,7 @@ import numpy as np
 import miniclip.functional as F
 from miniclip import backend
 from miniclip.nn.conv import AvgPool2d, BatchNorm2d, Conv2d, Identity, ReLU, Sequential
-from miniclip.nn.layers import Linear
+from miniclip.nn.layers import NO_INIT, Linear
 from miniclip.nn.module import Module, Parameter
 
 
@@ -75,8 +75,12 @@ class AttentionPool2d(Module):
         if embed_dim % num_heads:
             raise ValueError(f"attention-pool width {embed_dim} does not split into {num_heads} heads")
         self.num_heads = num_heads
-        self.positional_embedding = Parameter(
-            rng.standard_normal((spacial_dim ** 2 + 1, embed_dim), dtype=np.float32) / np.float32(embed_dim ** 0.5))
+        shape = (spacial_dim ** 2 + 1, embed_dim)
+        if rng is NO_INIT:                                  # weights loaded next: no draw
+            self.positional_embedding = Parameter(np.zeros(shape, dtype=np.float32))
+        else:                                               # N(0, 1/C), as OpenAI
+            self.positional_embedding = Parameter(
+                rng.standard_normal(shape, dtype=np.float32) / np.float32(embed_dim ** 0.5))
         # OpenAI's order: k before q
         self.k_proj = Linear(embed_dim, embed_dim, rng=rng)
         self.q_proj = Linear(embed_dim, embed_dim, rng=rng)
