@@ -1,4 +1,4 @@
-"""Shared test set-up: fixture paths and the NumPy / CuPy backends."""
+"""Shared test set-up: fixture paths and the NumPy / CuPy / strict backends."""
 import os
 from pathlib import Path
 
@@ -20,17 +20,25 @@ ASSETS = shared_path("MINICLIP_ASSETS", "../shared/assets")
 DATA = shared_path("MINICLIP_DATA", "../shared/data")
 
 _BACKENDS = [pytest.param("numpy", id="numpy"),
+             pytest.param("strict", id="strict"),
              pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(params=_BACKENDS)
 def xp(request):
-    """The array module under test: numpy always, cupy when a GPU is present."""
+    """The array module under test: numpy and strict (miniclip/strict.py: NumPy behind
+    CuPy's refusals, a test device) always, cupy when a GPU is present."""
     if request.param == "cupy":
         if not backend.gpu_available():
             pytest.skip("CuPy with a CUDA GPU is not available")
         return backend.cp
-    return np
+    return backend.strict if request.param == "strict" else np
+
+
+@pytest.fixture
+def device(xp):
+    """The same backends as device names, for Module.to and load(device=): cpu, strict, cuda."""
+    return backend.device_of(xp.zeros(1))
 
 
 @pytest.fixture
