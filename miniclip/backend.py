@@ -60,7 +60,7 @@ def check_device(device):
     if cp is None:
         raise RuntimeError(
             "device 'cuda' asked for, but CuPy is not installed: "
-            "`pip install -e .[gpu]` (CUDA 12), or use MINICLIP_DEVICE=cpu")
+            "`pip install -e .[cuda12]` (or .[cuda11] for CUDA 11), or use MINICLIP_DEVICE=cpu")
     if not gpu_available():
         raise RuntimeError(
             "device 'cuda' asked for, but CuPy sees no GPU: "

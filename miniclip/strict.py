@@ -106,14 +106,10 @@ def _from_host(value, dtype=None, copy=True):
         out = value._a if dtype is None else value._a.astype(dtype, copy=False)
         return ndarray(out.copy() if copy and out is value._a else out)
     if isinstance(value, (list, tuple)) and any(isinstance(v, ndarray) for v in value):
-        return stack_or_array(value, dtype)
+        # cupy.array([device array, device array, ...]) stays on the device
+        return ndarray(_np.array([_unwrap(v) for v in value], dtype=dtype))
     _count("h2d")
     return ndarray(_np.array(value, dtype=dtype, copy=True))
-
-
-def stack_or_array(values, dtype):
-    """cupy.array([device 0-d, device 0-d, ...]): stays on the device."""
-    return ndarray(_np.array([_unwrap(v) for v in values], dtype=dtype))
 
 
 def asarray(a, dtype=None, order=None):
@@ -259,6 +255,10 @@ def _device_function(fn):
 # host-only NumPy functions: not device functions (CuPy has none of these either)
 _HOST_ONLY = {"save", "savez", "savez_compressed", "savetxt", "load", "loadtxt", "genfromtxt",
               "fromfile", "frombuffer", "array2string", "printoptions", "set_printoptions"}
+
+
+# ndarray attributes that would read device memory from the host
+_HOST_VIEWS = {"data", "ctypes", "flat", "tofile", "dump", "dumps"}
 
 
 def _lookup(namespace, name):
@@ -432,9 +432,18 @@ class ndarray:
     def __str__(self):
         return str(self._a)
 
-    def __reduce__(self):
-        raise TypeError("a strict device array cannot be pickled as is: "
-                        "use .get() (backend.to_numpy) first")
+    def __reduce__(self):                    # pickling goes through the host, as in CuPy
+        return asarray, (self.get(),)
+
+    def __copy__(self):
+        return ndarray(self._a.copy())
+
+    def __deepcopy__(self, memo):
+        return ndarray(self._a.copy())
+
+    def tobytes(self, order="C"):
+        _count("d2h")
+        return self._a.tobytes(order)
 
     # ---- indexing ------------------------------------------------------------------------------
     def __getitem__(self, index):
@@ -443,7 +452,7 @@ class ndarray:
     def __setitem__(self, index, value):
         if isinstance(value, ndarray):
             value = value._a
-        elif isinstance(value, _np.ndarray):
+        elif isinstance(value, (_np.ndarray, list)):
             _count("h2d")                   # CuPy copies a host value to the device
         elif not _is_scalar(value):
             raise TypeError(f"Unsupported type {type(value)} assigned into a strict device array")
@@ -453,6 +462,9 @@ class ndarray:
     def __getattr__(self, name):
         if name.startswith("__") or name == "_a":   # __array_interface__ & co.: no back doors
             raise AttributeError(name)
+        if name in _HOST_VIEWS:
+            raise AttributeError(f"strict device arrays have no host view {name!r}: "
+                                 f"use .get() (backend.to_numpy) for a NumPy copy")
         value = getattr(self._a, name)
         return _device_function(value) if callable(value) else _wrap(value)
 

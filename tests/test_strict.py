@@ -159,11 +159,17 @@ def test_training_resume_and_evaluation_under_strict(tmp_path, monkeypatch):
     model, tokenizer, meta = model_from_checkpoint(tmp_path / "strict" / "run" / "checkpoint.npz",
                                                    device="strict")
     assert model.device == "strict" and meta["step"] == 4
-    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    features = encode_images(model, images)
-    assert isinstance(features, np.ndarray)
-    classifier = zero_shot_classifier(model, ["red", "blue"], ["a {} shape."], tokenizer)
-    assert 0.0 <= zero_shot_accuracy(features, np.zeros(8, dtype=int), classifier)["top1"] <= 1.0
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    with strict.counting() as image_traffic:
+        features = encode_images(model, images, batch_size=4)
+    with strict.counting() as text_traffic:
+        classifier = zero_shot_classifier(model, ["red", "blue"], ["a {} shape.", "the {} one."],
+                                          tokenizer)
+    assert isinstance(features, np.ndarray) and isinstance(classifier, np.ndarray)
+    assert 0.0 <= zero_shot_accuracy(features, np.zeros(10, dtype=int), classifier)["top1"] <= 1.0
+    # evaluation moves one batch each way at a time, and reads nothing else
+    assert (image_traffic.h2d, image_traffic.d2h, image_traffic.sync) == (3, 3, 0)
+    assert (text_traffic.h2d, text_traffic.d2h, text_traffic.sync) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("file", ["state_dict.pt", "jit_fp16.pt", "model.safetensors"])
