@@ -179,7 +179,7 @@ def _wrap(result):
 
 
 def _is_scalar(x):
-    return isinstance(x, (int, float, complex, bool, _np.generic)) or x is None
+    return isinstance(x, (int, float, complex, bool, _np.generic))
 
 
 def _ufunc_operand(x):
