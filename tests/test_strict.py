@@ -6,7 +6,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import shared_file
 
 import miniclip
 import miniclip.functional as F
@@ -174,10 +174,8 @@ def test_training_resume_and_evaluation_under_strict(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("file", ["state_dict.pt", "jit_fp16.pt", "model.safetensors"])
 def test_load_the_fixture_checkpoints_onto_strict(file):
-    path = FIXTURES / "openai_tiny" / file
-    if not path.exists():
-        pytest.skip(f"{path} not found (set MINICLIP_FIXTURES)")
-    reference = np.load(FIXTURES / "openai_tiny" / "reference.npz")
+    path = shared_file("fixtures", "openai_tiny", file)
+    reference = np.load(shared_file("fixtures", "openai_tiny", "reference.npz"))
     outputs = {}
     for device in ("cpu", "strict"):
         model, preprocess = miniclip.load(str(path), device=device)
