@@ -437,18 +437,24 @@ class CLIP(Module):
 
     def encode_text(self, ids):
         """ids: (N, C) token ids (end-of-text = each row's largest id) -> (N, E) Tensor."""
-        ids = backend.to_device(ids.data if isinstance(ids, Tensor) else ids, self.device)
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        if backend.device_of(ids) == "cpu":
+            ids = np.asarray(ids)                 # checked on the host, then copied once
         C, V = self.config.context_length, self.config.vocab_size
         if ids.ndim != 2 or ids.shape[1] != C or ids.dtype.kind not in "iu":
             raise ValueError(f"token ids have shape {ids.shape} and dtype {ids.dtype}; this model "
                              f"takes integers of shape (N, {C}): tokenize with context_length={C}")
-        if ids.size and (ids.min() < 0 or ids.max() >= V):
-            raise ValueError(f"token ids run from {int(ids.min())} to {int(ids.max())}, outside this "
+        # the range: free on the host; for ids already on a device, one read of two numbers
+        xp = backend.get_array_module(ids)
+        lo, hi = backend.to_numpy(xp.stack([ids.min(), ids.max()])).tolist() if ids.size else (0, 0)
+        if lo < 0 or hi >= V:
+            raise ValueError(f"token ids run from {lo} to {hi}, outside this "
                              f"model's vocabulary of {V} (ids 0..{V - 1}): tokenize with the "
                              f"tokenizer the model was made for")
+        ids = backend.to_device(ids, self.device)
+        xp = backend.get_array_module(ids)
         x = self.token_embedding(ids) + self.positional_embedding    # (N, C, W)
         x = self.transformer(x)                                      # causal: token t sees 0..t
-        xp = backend.get_array_module(ids)
         # pool at the end-of-text token (the largest id in each row, or the first
         # eos_token_id when the config names one); LayerNorm acts on each token
         # alone, so ln_final after pooling equals OpenAI's ln_final before it

@@ -252,7 +252,8 @@ def clip_grad_norm(params, max_norm):
     perhaps shared) is replaced by a scaled copy and never changed.
     """
     params = [param for param in params if param.grad is not None]
-    total = math.sqrt(sum(float((param.grad * param.grad).sum()) for param in params))
+    # Σ over parameters stays on the device: one read of the total, not one per parameter
+    total = math.sqrt(float(sum((param.grad * param.grad).sum().astype(np.float64) for param in params)))
     scale = max_norm / (total + 1e-6)                # PyTorch's clip_grad_norm_ formula
     if scale < 1:
         for param in params:

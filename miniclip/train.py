@@ -196,8 +196,8 @@ def train(cfg, resume=False, progress=True):
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
-                x, t = backend.to_device(images, device), backend.to_device(ids, device)
-                logits_per_image, logits_per_text = model(x, t)
+                # the model copies both to its device (ids after a range check on the host)
+                logits_per_image, logits_per_text = model(images, ids)
                 positives = (positives_matrix(task.groups[indices], xp)
                              if cfg.class_positives else None)
                 loss = clip_loss(logits_per_image, logits_per_text, positives)

@@ -9,6 +9,7 @@ import pytest
 from conftest import shared_file
 
 from miniclip.autograd.tensor import Tensor, no_grad
+from miniclip.backend import to_numpy
 from miniclip.loss import clip_loss
 from miniclip.model import CLIP, CLIPConfig, CONFIGS, config_from_state_dict, get_config
 from miniclip.optim import AdamW, clamp_logit_scale
@@ -50,13 +51,15 @@ def run_reference_inputs(model, reference):
                "text_features": model.encode_text(reference["text"]).data}
     out.update(logits_per_image=logits_per_image.data, logits_per_text=logits_per_text.data,
                loss=loss.data)
-    grads = {name: param.grad for name, param in model.named_parameters()}
+    out = {name: to_numpy(value) for name, value in out.items()}
+    grads = {name: None if param.grad is None else to_numpy(param.grad)
+             for name, param in model.named_parameters()}
     return out, grads
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-def test_equal_to_openai_reference(reference, params, dtype):
-    model = CLIP.from_state_dict(params, dtype=dtype)
+def test_equal_to_openai_reference(reference, params, dtype, device):
+    model = CLIP.from_state_dict(params, dtype=dtype).to(device)
     out, grads = run_reference_inputs(model, reference)
     limits = FLOAT64_LIMITS if dtype == np.float64 else FLOAT32_LIMITS
     seen = {}

@@ -298,8 +298,8 @@ def as_tensor(x, like=None):
     if isinstance(x, Tensor):
         return x
     if like is not None and not hasattr(x, "shape"):
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype))
+        # a NumPy scalar of like's dtype: on a GPU a kernel argument, not an upload per op
+        return Tensor(like.dtype.type(x))
     return Tensor(x)
 
 
