@@ -67,6 +67,19 @@ def load_checkpoint(path):
     return {"params": params, "optim": optim, "meta": meta}
 
 
+def _config_from_meta(fields, params, path):
+    """The CLIPConfig saved in a checkpoint, checked against the arrays present before
+    anything is built (a huge config in a small file must not allocate gigabytes)."""
+    from miniclip.model import CLIPConfig
+    from miniclip.pretrained import CheckpointError, check_config_fits_state
+    try:
+        config = CLIPConfig(**fields)
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{path}: its model config {fields} is not valid ({err})") from None
+    check_config_fits_state(config, params, path)
+    return config
+
+
 def model_from_checkpoint(path, device=None):
     """(model, tokenizer, meta) from a miniclip training checkpoint, in eval mode."""
     from miniclip import backend
@@ -76,7 +89,7 @@ def model_from_checkpoint(path, device=None):
     meta = state["meta"]
     if "model" not in meta:
         raise ValueError(f"{path} has no model config in its metadata: not a training checkpoint")
-    model = CLIP(CLIPConfig(**meta["model"]))
+    model = CLIP(_config_from_meta(meta["model"], state["params"], path))
     model.load_state_dict(state["params"])
     model.to(device or backend.default_device()).eval()
     tokenizer = Tokenizer(meta["tokenizer_merges"]) if "tokenizer_merges" in meta else Tokenizer.default()

@@ -213,7 +213,7 @@ def _unpickle(file, path):
 def _tensor_refs(root, path):
     """The pickled object -> {state-dict name: _TensorRef}."""
     if isinstance(root, TorchScriptObject):
-        return _script_module_tensors(root, "")
+        return _script_module_tensors(root, "", path)
     if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
         root = root["state_dict"]  # a training checkpoint: {"epoch": ..., "state_dict": {...}}
     if not isinstance(root, dict):
@@ -224,54 +224,127 @@ def _tensor_refs(root, path):
     return dict(root)
 
 
-def _script_module_tensors(module, prefix):
+# A real CLIP module tree is ~6 levels deep; a deeper one is a crafted file.
+MAX_MODULE_DEPTH = 64
+
+
+def _script_module_tensors(root, prefix="", path="<checkpoint>"):
     """Parameters and buffers of a TorchScript module tree, named like
     `torch.jit.load(f).state_dict()`: a module's own tensors, then each
-    submodule's under 'submodule.' (recursively)."""
-    tensors, children = {}, []
-    for name, value in vars(module).items():
-        if isinstance(value, _TensorRef):
-            tensors[prefix + name] = value
-        elif isinstance(value, TorchScriptObject):
-            children.append((name, value))
-    for name, child in children:
-        tensors.update(_script_module_tensors(child, prefix + name + "."))
+    submodule's under 'submodule.' (depth first).
+
+    Each module object is visited once (a memo of ids): a module shared by
+    two parents is named under the first path only, and a module that holds
+    itself ends the walk instead of recursing forever. Deeper than
+    MAX_MODULE_DEPTH levels -> CheckpointError.
+    """
+    tensors, seen = {}, set()
+    stack = [(root, prefix, 0)]
+    while stack:
+        module, name_prefix, depth = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if depth > MAX_MODULE_DEPTH:
+            raise CheckpointError(
+                f"{path}: its module tree is more than {MAX_MODULE_DEPTH} levels deep; a CLIP "
+                f"model has about 6: the file is damaged or crafted")
+        children = []
+        for name, value in vars(module).items():
+            if isinstance(value, _TensorRef):
+                tensors[name_prefix + name] = value
+            elif isinstance(value, TorchScriptObject):
+                children.append((value, name_prefix + name + ".", depth + 1))
+        stack.extend(reversed(children))  # the first child is walked next
     return tensors
 
 
 def _read_tensors(archive, prefix, refs, big_endian, path):
     """Read each storage once and cut its tensors out of it.
 
+    Every layout is checked against its storage before any byte is read
+    (check_tensor_layouts), and each storage against its zip entry
+    (_read_storage), so a small file cannot make this allocate more than it holds.
     Peak memory: the finished arrays plus one storage's raw bytes.
     """
+    check_tensor_layouts(refs, path)
     by_storage = collections.defaultdict(list)
     for name, ref in refs.items():
         by_storage[ref.storage].append(name)
     arrays = {}
     for storage_ref, names in by_storage.items():
-        storage = _read_storage(archive, prefix, storage_ref, big_endian, path)
+        used = max(_elements_used(refs[name]) for name in names)
+        storage = _read_storage(archive, prefix, storage_ref, big_endian, path, used)
         for name in names:
             arrays[name] = _cut_tensor(storage, refs[name], name, path)
     return {name: arrays[name] for name in refs}  # the archive's order
 
 
-def _read_storage(archive, prefix, ref, big_endian, path):
-    """Storage <key> as a 1-D read-only array of `numel` elements."""
+def _elements_used(ref):
+    """How many leading elements of its storage a (checked) tensor view reaches."""
+    if 0 in ref.size:
+        return 0
+    return ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) + 1
+
+
+def check_tensor_layouts(refs, path):
+    """Refuse a tensor whose view does not fit its storage, before anything is read.
+
+    Sizes, strides and the offset are non-negative ints; the last element
+    offset + sum((n - 1) * stride) lies inside the storage; and the tensor has
+    no more elements than its storage (a stride-0 view would otherwise
+    expand a few bytes into gigabytes when copied).
+    """
+    for name, ref in refs.items():
+        offset, size, stride = ref.offset, ref.size, ref.stride
+        numbers = (offset,) + size + stride
+        if len(size) != len(stride) or not all(type(n) is int and n >= 0 for n in numbers):
+            raise CheckpointError(f"{path}: tensor {name!r} has an invalid layout {size} / {stride} / {offset}")
+        numel = math.prod(size)
+        if numel == 0:
+            continue
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= ref.storage.numel:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} (size {size}, stride {stride}, offset {offset}) "
+                f"reaches element {last} of a storage of {ref.storage.numel}: the file is damaged")
+        if numel > ref.storage.numel:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} (size {size}, stride {stride}) has {numel} elements, "
+                f"more than its storage of {ref.storage.numel} holds (a stride-0 view): a "
+                f"checkpoint of weights never has one; the file is damaged or crafted")
+
+
+def _read_storage(archive, prefix, ref, big_endian, path, used=None):
+    """Storage <key> as a 1-D read-only array of its first `used` elements (default: all).
+
+    The storage's declared bytes are checked against the zip entry's declared
+    size before reading, and only the bytes its tensors use are read, so a
+    zip bomb (a small compressed entry declaring gigabytes) costs nothing.
+    """
     dtype = np.dtype(_STORAGE_DTYPES[ref.storage_type])
     if big_endian:
         dtype = dtype.newbyteorder(">")
     entry = f"{prefix}data/{ref.key}"
     try:
-        raw = archive.read(entry)
+        info = archive.getinfo(entry)
     except KeyError:
         raise CheckpointError(
             f"{path}: data.pkl uses storage {ref.key!r} but the archive has no entry "
             f"{entry!r}; the file is incomplete: download or save it again") from None
-    if len(raw) < ref.numel * dtype.itemsize:
+    if info.file_size < ref.numel * dtype.itemsize:
         raise CheckpointError(
-            f"{path}: storage {entry!r} holds {len(raw)} bytes, but {ref.numel} "
+            f"{path}: storage {entry!r} holds {info.file_size} bytes, but {ref.numel} "
             f"{ref.storage_type} elements need {ref.numel * dtype.itemsize}")
-    return np.frombuffer(raw, dtype=dtype, count=ref.numel)
+    count = ref.numel if used is None else used
+    needed = count * dtype.itemsize
+    with archive.open(entry) as f:
+        raw = f.read(needed)
+        if needed == info.file_size:
+            f.read(1)  # reach the end of the entry: zipfile checks its CRC there
+    if len(raw) < needed:
+        raise CheckpointError(f"{path}: storage {entry!r} ends after {len(raw)} of {needed} bytes: the file is damaged")
+    return np.frombuffer(raw, dtype=dtype, count=count)
 
 
 def _cut_tensor(storage, ref, name, path):
@@ -697,6 +770,50 @@ def load_state_dict_any(path):
     return state
 
 
+# --------------------------------------------------------------------------
+# Checks before a model is built (a small file must not build a huge model)
+# --------------------------------------------------------------------------
+
+def config_parameter_count(config):
+    """How many numbers CLIP(config) holds, computed from the config alone (nothing built).
+
+    A transformer block of width W: ln_1, ln_2 (2W each), in_proj (3W² + 3W),
+    out_proj (W² + W), c_fc (4W² + 4W), c_proj (4W² + W) -> 12W² + 13W.
+    """
+    def blocks(layers, w):
+        return layers * (12 * w * w + 13 * w)
+    c = config
+    vw, tw, e = c.vision_width, c.transformer_width, c.embed_dim
+    grid = c.image_resolution // c.vision_patch_size
+    vision = (vw * 3 * c.vision_patch_size ** 2 + vw + (grid * grid + 1) * vw   # conv1, class, positions
+              + 2 * vw + blocks(c.vision_layers, vw) + 2 * vw + vw * e)          # ln_pre, blocks, ln_post, proj
+    text = (blocks(c.transformer_layers, tw) + c.vocab_size * tw + c.context_length * tw
+            + 2 * tw + tw * e + 1)                                               # ..., ln_final, projection, logit_scale
+    return vision + text
+
+
+def check_config_fits_state(config, state, path):
+    """Refuse, before building, a config whose model would not be exactly the weights present.
+
+    config: a CLIPConfig; state: {name: array} (OpenAI names); the config's
+    fields must be positive ints and its parameter count equal the numbers in
+    `state`, so the model built is never larger than what the file holds.
+    """
+    fields = {k: v for k, v in vars(config).items() if v is not None}
+    bad = {k: v for k, v in fields.items() if type(v) is not int or v <= 0}
+    if bad:
+        raise CheckpointError(f"{path}: its model config has invalid values {bad}: each must be a "
+                              f"positive integer; the file is damaged or crafted")
+    present = sum(int(np.size(v)) for k, v in state.items() if k not in OPENAI_EXTRA_KEYS)
+    needed = config_parameter_count(config)
+    if needed != present:
+        raise CheckpointError(
+            f"{path}: its model config (widths {config.vision_width}/{config.transformer_width}, "
+            f"layers {config.vision_layers}/{config.transformer_layers}, vocab {config.vocab_size}) "
+            f"needs {needed:,} parameters, but the file holds {present:,}: the shapes do not belong "
+            f"together; the file is damaged or crafted. Nothing was built")
+
+
 def _checkpoint_path(name_or_path):
     """An OpenAI model name -> its local file (assets folder, cache, else
     downloaded and sha256-checked); an existing path -> itself."""
@@ -740,7 +857,9 @@ def load(name_or_path, device=None, dtype=None):
         from miniclip.checkpoint import model_from_checkpoint
         model = model_from_checkpoint(path, device)[0].astype(dtype or np.float32)
         return model, Preprocess(model.config.image_resolution)
+    from miniclip.model import config_from_state_dict
     state = load_state_dict_any(path)
+    check_config_fits_state(config_from_state_dict(state), state, path)
     model = CLIP.from_state_dict(state, dtype=np.float32 if dtype is None else dtype)
     model.to(device or default_device())
     model.eval()
