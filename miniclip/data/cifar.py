@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from miniclip.data.transforms import to_8bit
 from miniclip.download import cache_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -272,8 +273,8 @@ def read_image_folder(path, classnames):
             raise ValueError(f"{path}: {name} is not laid out as {{train,test}}/<class>/<image>")
         label = class_index(parts[-2], classnames, path)
         try:
-            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except OSError as err:
+            image = np.asarray(to_8bit(Image.open(io.BytesIO(data))).convert("RGB"))
+        except (OSError, Image.DecompressionBombError) as err:
             raise DataError(f"{path}: cannot decode {name}: {err}") from None
         if image.shape != (32, 32, 3):
             raise ValueError(f"{path}: {name} is {image.shape[1]}x{image.shape[0]}, CIFAR images "
