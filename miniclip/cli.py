@@ -1,6 +1,7 @@
 """`python -m miniclip ...`: train, eval, zeroshot, bench, tokenize."""
 import argparse
 import json
+import os
 import sys
 
 TRAIN_EXAMPLES = """examples:
@@ -27,6 +28,9 @@ ZEROSHOT_EXAMPLES = """examples:
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m miniclip",
                                      description="CLIP from scratch in NumPy.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: MINICLIP_DEBUG=1); "
+                             "accepted anywhere on the command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a CLIP from scratch", epilog=TRAIN_EXAMPLES,
@@ -195,12 +199,67 @@ def _bench(args):
     return bench.main(args.what)
 
 
+# ---- errors: one line for every expected failure -------------------------------------
+
+def _expected_errors():
+    """The exception types that mean bad input or a bad environment, not a bug in miniclip."""
+    import csv
+    import pickle
+    import tarfile
+    from PIL import Image
+    return (ValueError, KeyError, OSError, EOFError, OverflowError, RuntimeError, MemoryError,
+            tarfile.TarError, csv.Error, pickle.UnpicklingError, Image.DecompressionBombError)
+
+
+def error_message(err):
+    """The one line `error: ...` shows for an expected failure: the whole message, in words.
+
+    OSErrors say what happened to which path ('no such file: /data/pairs.tsv');
+    others give their full text (not only their first argument).
+    """
+    import errno
+    if isinstance(err, OSError) and err.errno is not None:
+        where = err.filename if err.filename is not None else ""
+        if err.filename2 is not None:
+            where = f"{err.filename} -> {err.filename2}"
+        words = {errno.ENOENT: "no such file or folder",
+                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EISDIR: "a folder where a file is expected",
+                 errno.ENOTDIR: "a file where a folder is expected",
+                 errno.ENOSPC: "no space left on the device (free some space, or pick another "
+                               "--out)",
+                 errno.EROFS: "read-only file system (pick a writable --out)",
+                 errno.EEXIST: "already exists"}.get(err.errno, err.strerror or str(err))
+        return f"{words}: {where}" if where else words
+    if isinstance(err, KeyError) and len(err.args) == 1 and not (
+            isinstance(err.args[0], str) and " " in err.args[0]):
+        return f"missing entry {err.args[0]!r} (the file or settings lack it)"
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f": {err}" if str(err) else "") + " (try a smaller --batch-size or model)"
+    text = str(err) if not isinstance(err, KeyError) else err.args[0]
+    return text or type(err).__name__
+
+
+def _debug_requested(argv):
+    return "--debug" in argv or os.environ.get("MINICLIP_DEBUG", "") not in ("", "0")
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    """Run a command; an expected failure prints one line `error: ...` and returns 2.
+
+    --debug (anywhere on the command line) or MINICLIP_DEBUG=1 shows the traceback
+    instead. An unexpected exception type (a bug) always shows its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    args = _parser().parse_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "eval": _eval, "zeroshot": _zeroshot, "bench": _bench,
                "tokenize": _tokenize}[args.command]
     try:
         return command(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+    except _expected_errors() as err:
+        if debug:
+            raise
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        print("(run again with --debug or MINICLIP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2

@@ -333,9 +333,9 @@ class Tokenizer:
 def _unencodable(text, err):
     """The message for text holding a lone surrogate (no UTF-8 bytes exist for it)."""
     start = max(0, err.start - 20)
-    shown = text[start:err.start + 20].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    shown = ascii(text[start:err.start + 20])
     char = err.object[err.start:err.end]
-    return (f"cannot encode the text {shown!r}: it holds the lone surrogate {ascii(char)} at "
+    return (f"cannot encode the text {shown}: it holds the lone surrogate {ascii(char)} at "
             f"position {err.start}, which is not a character and has no UTF-8 bytes (it comes "
             f"from bytes decoded with errors='surrogateescape' or a broken UTF-16 pair). Fix the "
             f"source text, or clean it with text.encode('utf-8', 'replace').decode('utf-8')")
