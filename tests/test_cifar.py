@@ -314,3 +314,11 @@ def test_cache_follows_its_source(tmp_path, small_cifar10):
     before = (cache_folder("cifar10-jpeg") / "test_images.npy").stat().st_mtime_ns
     load_cifar("cifar10", "test", root=tmp_path, download=False)
     assert (cache_folder("cifar10-jpeg") / "test_images.npy").stat().st_mtime_ns == before
+
+
+def test_batch_without_labels_names_the_entry(tmp_path):
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for b in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+            add_file(tar, f"cifar-10-batches-py/{b}", pickle.dumps({b"data": np.zeros((1, 3072), np.uint8)}))
+    with pytest.raises(cifar_module.DataError, match="data_batch_1 has no 'labels' entry"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False, verify=False)

@@ -227,6 +227,13 @@ def read_official_archive(path, name, verify=True):
         if found != info["classes"]:
             raise ValueError(f"{path}: its class names {found[:5]}... are not the "
                              f"{info['title']} classes {info['classes'][:5]}...")
+    for b in info["train"] + info["test"]:
+        batch = pickles[b]
+        for key in (b"data", info["labels"]):
+            if not isinstance(batch, dict) or key not in batch:
+                raise DataError(f"{path}: the batch {b} has no {key.decode()!r} entry: not an "
+                                f"official {info['title']} batch. Get the archive again from "
+                                f"{info['url']}")
     out = {}
     for split in ("train", "test"):
         batches = [pickles[b] for b in info[split]]
