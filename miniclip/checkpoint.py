@@ -11,6 +11,7 @@ Writes are atomic: the archive goes to a temporary file in the same folder,
 is flushed to disk, then renamed over the old one. A crash mid-write leaves
 the previous checkpoint intact.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -23,11 +24,15 @@ from miniclip.backend import to_numpy
 
 
 def atomic_write(path, write):
-    """Call write(file_object) on a temp file beside `path`, then rename it to `path`."""
+    """Call write(file_object) on a temp file beside `path`, then rename it to `path`.
+
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -39,8 +44,30 @@ def atomic_write(path, write):
         raise
 
 
+def _umask():
+    """The process's umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(path):
+    """Delete <name>.*.tmp beside `path`: what atomic_write left when its process was killed.
+
+    Call it only while no other process writes `path` (a run holds its folder's lock).
+    """
+    path = Path(path)
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 def save_checkpoint(path, model, optimizer=None, meta=None):
-    """Write model weights, optimiser state and `meta` (a JSON-able dict) to `path`."""
+    """Write model weights, optimiser state and `meta` (a JSON-able dict) to `path`.
+
+    Temporary files of earlier writes killed midway are removed first.
+    """
+    remove_stale_temporaries(path)
     arrays = {f"param/{name}": to_numpy(value) for name, value in model.state_dict().items()}
     if optimizer is not None:
         for key, value in optimizer.state_dict().items():

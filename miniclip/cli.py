@@ -50,6 +50,9 @@ def _parser():
     t.add_argument("--out", default="runs", help="folder holding run folders")
     t.add_argument("--name", help="run folder name (default: <dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    t.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue even though settings differ from the "
+                        "checkpoint's (the change is noted in metrics.jsonl)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default: on, except for shapes, whose captions "
@@ -105,7 +108,8 @@ def _train(args):
             cfg.epochs = 10
         else:
             cfg.time_budget = 10.0
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress,
+                    allow_changes=args.allow_changes)
     if summary.get("interrupted"):
         return 130
     _print_summary(summary)
@@ -131,6 +135,8 @@ def _eval(args):
     from miniclip.checkpoint import model_from_checkpoint
     from miniclip.train import TrainConfig, make_task
     from miniclip.evaluate import encode_images, linear_probe
+    if args.probe_train_size < 1:
+        raise ValueError(f"--probe-train-size {args.probe_train_size}: must be an integer >= 1")
     model, tokenizer, meta = model_from_checkpoint(args.checkpoint)
     cfg = TrainConfig(**{**meta["config"], "dataset": args.dataset or meta["config"]["dataset"]})
     result = make_task(cfg).evaluate(model, tokenizer)
@@ -181,6 +187,8 @@ def _zeroshot(args):
 
 def _tokenize(args):
     from miniclip.tokenizer import Tokenizer, build_default_vocab
+    if args.merges is not None and args.merges < 1:
+        raise ValueError(f"--merges {args.merges}: must be an integer >= 1")
     if args.train:
         kwargs = {k: v for k, v in (("out_path", args.out), ("num_merges", args.merges)) if v}
         tok = build_default_vocab(**kwargs)

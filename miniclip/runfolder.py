@@ -56,6 +56,7 @@ class RunLock:
         self.held = False
 
     def __enter__(self):
+        self.created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(3):
@@ -97,6 +98,9 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self.held = False
+            if self.created:  # a run refused before writing anything leaves no empty folder
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()
         return False
 
 
