@@ -332,13 +332,12 @@ def test_default_vocabulary_is_shipped_and_small():
 
 
 def test_default_vocabulary_matches_its_recipe():
-    pytest.importorskip("miniclip.data.shapes")
-    pytest.importorskip("miniclip.data.cifar")
-    texts = tk.default_vocab_corpus()
-    fresh = train_bpe(texts, tk.DEFAULT_NUM_MERGES)
+    from miniclip.data import vocab
+    texts = vocab.default_vocab_corpus()
+    fresh = train_bpe(texts, vocab.DEFAULT_NUM_MERGES)
     assert Tokenizer.default().merges == fresh.merges, (
-        "data/miniclip_bpe.txt.gz is out of date with the captions/prompts: rebuild it with "
-        "python -c 'from miniclip.tokenizer import build_default_vocab; build_default_vocab()'")
+        "miniclip/data/miniclip_bpe.txt.gz is out of date with the captions/prompts: rebuild "
+        "it with python -m miniclip tokenize --train")
     assert max(len(fresh.encode(t)) for t in texts) <= 30  # every caption and prompt is short
 
 

@@ -129,3 +129,15 @@ def test_stale_temporaries_removed_at_the_next_save(tmp_path):
     (tmp_path / "other.npz.y.tmp").write_bytes(b"")  # not ours: kept
     save_checkpoint(path, CLIP(get_config("micro")), meta={"step": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "other.npz.y.tmp"]
+
+
+def test_cli_resume_takes_the_checkpoints_settings(tmp_path, capsys):
+    common = ["train", "--out", str(tmp_path), "--name", "r", "--model", "micro", "--device", "cpu",
+              "--train-size", "64", "--no-progress"]
+    assert main(common + ["--steps", "2", "--batch-size", "16", "--lr", "0.001"]) == 0
+    # plain --resume: steps 2, batch 16, lr 1e-3 come from the checkpoint (no refusal)
+    assert main(common + ["--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 2
+    # an explicit other value (abbreviated flag too) is refused, naming it
+    assert main(common + ["--resume", "--batch", "32"]) == 2
+    assert "batch_size 16 -> 32" in capsys.readouterr().err

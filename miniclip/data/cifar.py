@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from miniclip.checkpoint import atomic_write
 from miniclip.data.transforms import to_8bit
 from miniclip.download import cache_dir
 
@@ -341,11 +342,8 @@ def _cache_name(path):
 
 
 def _save(path, array):
-    """np.save to a temporary name, then rename: a half-written cache file never looks finished."""
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    """np.save through atomic_write: a half-written cache file never looks finished."""
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _not_found(name, root):
@@ -403,9 +401,8 @@ def _cache_is_current(folder, path, split):
 
 
 def _save_stamp(folder, stamp):
-    tmp = folder / "source.json.part"
-    tmp.write_text(json.dumps(stamp, indent=1) + "\n")
-    os.replace(tmp, folder / "source.json")
+    text = json.dumps(stamp, indent=1) + "\n"
+    atomic_write(folder / "source.json", lambda f: f.write(text.encode("utf-8")))
 
 
 def load_cifar(name, split, root=None, download=True, verify=True):
