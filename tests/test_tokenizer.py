@@ -19,9 +19,7 @@ from miniclip import tokenizer as tk
 from miniclip.download import DownloadError, cache_dir, download, find_asset
 from miniclip.tokenizer import Tokenizer, clean, tokenize, train_bpe
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("MINICLIP_FIXTURES", REPO / ".." / "shared" / "fixtures"))
-ASSETS = Path(os.environ.get("MINICLIP_ASSETS", REPO / ".." / "shared" / "assets"))
+from conftest import ASSETS, FIXTURES
 CASES_FILE = FIXTURES / "tokenizer" / "clip_tokenizer_cases.jsonl"
 VOCAB_FILE = ASSETS / tk.OPENAI_VOCAB_FILE
 
