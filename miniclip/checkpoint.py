@@ -16,6 +16,7 @@ bytes go to a temporary file in the same folder, are flushed and fsynced to
 disk, then renamed over the old file. A crash mid-write leaves the previous
 file intact.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -28,11 +29,15 @@ from miniclip.backend import to_numpy
 
 
 def atomic_write(path, write):
-    """Call write(file_object) on a temp file beside `path`, then rename it to `path`."""
+    """Call write(file_object) on a temp file beside `path`, then rename it to `path`.
+
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -44,8 +49,30 @@ def atomic_write(path, write):
         raise
 
 
+def _umask():
+    """The process's umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(path):
+    """Delete <name>.*.tmp beside `path`: what atomic_write left when its process was killed.
+
+    Call it only while no other process writes `path` (a run holds its folder's lock).
+    """
+    path = Path(path)
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 def save_checkpoint(path, model, optimizer=None, meta=None):
-    """Write model weights, optimiser state and `meta` (a JSON-able dict) to `path`."""
+    """Write model weights, optimiser state and `meta` (a JSON-able dict) to `path`.
+
+    Temporary files of earlier writes killed midway are removed first.
+    """
+    remove_stale_temporaries(path)
     arrays = {f"param/{name}": to_numpy(value) for name, value in model.state_dict().items()}
     if optimizer is not None:
         for key, value in optimizer.state_dict().items():
@@ -72,6 +99,19 @@ def load_checkpoint(path):
     return {"params": params, "optim": optim, "meta": meta}
 
 
+def _config_from_meta(fields, params, path):
+    """The CLIPConfig saved in a checkpoint, checked against the arrays present before
+    anything is built (a huge config in a small file must not allocate gigabytes)."""
+    from miniclip.model import CLIPConfig
+    from miniclip.pretrained import CheckpointError, check_config_fits_state
+    try:
+        config = CLIPConfig(**fields)
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{path}: its model config {fields} is not valid ({err})") from None
+    check_config_fits_state(config, params, path)
+    return config
+
+
 def model_from_checkpoint(path, device=None):
     """(model, tokenizer, meta) from a miniclip training checkpoint, in eval mode."""
     from miniclip import backend
@@ -81,7 +121,7 @@ def model_from_checkpoint(path, device=None):
     meta = state["meta"]
     if "model" not in meta:
         raise ValueError(f"{path} has no model config in its metadata: not a training checkpoint")
-    model = CLIP(CLIPConfig(**meta["model"]))
+    model = CLIP(_config_from_meta(meta["model"], state["params"], path))
     model.load_state_dict(state["params"])
     model.to(device or backend.default_device()).eval()
     tokenizer = Tokenizer(meta["tokenizer_merges"]) if "tokenizer_merges" in meta else Tokenizer.default()

@@ -1,6 +1,7 @@
 """`python -m miniclip ...`: train, eval, zeroshot, bench, tokenize."""
 import argparse
 import json
+import os
 import sys
 
 TRAIN_EXAMPLES = """examples:
@@ -27,6 +28,9 @@ ZEROSHOT_EXAMPLES = """examples:
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m miniclip",
                                      description="CLIP from scratch in NumPy.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also: MINICLIP_DEBUG=1); "
+                             "accepted anywhere on the command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from miniclip.train import DATASET_DEFAULTS, TrainConfig
@@ -54,6 +58,9 @@ def _parser():
     t.add_argument("--out", default=d.out, help="folder holding run folders (default: %(default)s)")
     t.add_argument("--name", help="run folder name (default: <dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    t.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue even though settings differ from the "
+                        "checkpoint's (the change is noted in metrics.jsonl)")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default: on, except for shapes, whose captions "
@@ -100,11 +107,48 @@ def _train(args):
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     # unset flags (None) leave the TrainConfig default, per-dataset ones included
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.resume:
+        cfg = _resume_config(cfg, getattr(args, "explicit", set()))
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress,
+                    allow_changes=args.allow_changes)
     if summary.get("interrupted"):
         return 130
     _print_summary(summary)
     return 0
+
+
+def _resume_config(cfg, explicit):
+    """With --resume, the settings not given on the command line are the checkpoint's.
+
+    explicit: the TrainConfig fields the command line set. Giving one of steps /
+    epochs / time_budget replaces all three. Returns cfg unchanged when there is no
+    checkpoint to resume from.
+    """
+    import dataclasses
+    import numpy as np
+    from miniclip.train import RESUME_FREE, TrainConfig, run_folder
+    path = run_folder(cfg) / "checkpoint.npz"
+    if not path.is_file():
+        return cfg
+    try:
+        with np.load(path, allow_pickle=False) as archive:   # only the metadata is read
+            saved = json.loads(str(archive["meta_json"])).get("config", {})
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: cannot read its settings ({err}); it may be truncated") from None
+    length = {"steps", "epochs", "time_budget"}
+    keep = set(explicit) | RESUME_FREE | (length if length & set(explicit) else set())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    taken = {k: v for k, v in saved.items() if k in fields and k not in keep}
+    return TrainConfig(**{**dataclasses.asdict(cfg), **taken})
+
+
+def _explicit_train_flags(argv):
+    """The TrainConfig fields that `train` flags on this command line set (abbreviations too)."""
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["train"]._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def _print_summary(summary):
@@ -130,6 +174,8 @@ def _eval(args):
     from miniclip.checkpoint import model_from_checkpoint
     from miniclip.tasks import check_dataset, make_task
     from miniclip.evaluate import encode_images, linear_probe
+    if args.probe_train_size < 1:
+        raise ValueError(f"--probe-train-size {args.probe_train_size}: must be an integer >= 1")
     model, tokenizer, meta = model_from_checkpoint(args.checkpoint)
     trained = meta.get("config", {})
     dataset = args.dataset or trained.get("dataset", "shapes")
@@ -184,6 +230,8 @@ def _zeroshot(args):
 
 def _tokenize(args):
     from miniclip.tokenizer import Tokenizer
+    if args.merges is not None and args.merges < 1:
+        raise ValueError(f"--merges {args.merges}: must be an integer >= 1")
     if args.train:
         from miniclip.data.vocab import build_default_vocab
         kwargs = {k: v for k, v in (("out_path", args.out), ("num_merges", args.merges)) if v}
@@ -203,12 +251,69 @@ def _bench(args):
     return bench.main(args.what)
 
 
+# ---- errors: one line for every expected failure -------------------------------------
+
+def _expected_errors():
+    """The exception types that mean bad input or a bad environment, not a bug in miniclip."""
+    import csv
+    import pickle
+    import tarfile
+    from PIL import Image
+    return (ValueError, KeyError, OSError, EOFError, OverflowError, RuntimeError, MemoryError,
+            tarfile.TarError, csv.Error, pickle.UnpicklingError, Image.DecompressionBombError)
+
+
+def error_message(err):
+    """The one line `error: ...` shows for an expected failure: the whole message, in words.
+
+    OSErrors say what happened to which path ('no such file: /data/pairs.tsv');
+    others give their full text (not only their first argument).
+    """
+    import errno
+    if isinstance(err, OSError) and err.errno is not None:
+        where = err.filename if err.filename is not None else ""
+        if err.filename2 is not None:
+            where = f"{err.filename} -> {err.filename2}"
+        words = {errno.ENOENT: "no such file or folder",
+                 errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EISDIR: "a folder where a file is expected",
+                 errno.ENOTDIR: "a file where a folder is expected",
+                 errno.ENOSPC: "no space left on the device (free some space, or pick another "
+                               "--out)",
+                 errno.EROFS: "read-only file system (pick a writable --out)",
+                 errno.EEXIST: "already exists"}.get(err.errno, err.strerror or str(err))
+        return f"{words}: {where}" if where else words
+    if isinstance(err, KeyError) and len(err.args) == 1 and not (
+            isinstance(err.args[0], str) and " " in err.args[0]):
+        return f"missing entry {err.args[0]!r} (the file or settings lack it)"
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f": {err}" if str(err) else "") + " (try a smaller --batch-size or model)"
+    text = str(err) if not isinstance(err, KeyError) else err.args[0]
+    return text or type(err).__name__
+
+
+def _debug_requested(argv):
+    return "--debug" in argv or os.environ.get("MINICLIP_DEBUG", "") not in ("", "0")
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    """Run a command; an expected failure prints one line `error: ...` and returns 2.
+
+    --debug (anywhere on the command line) or MINICLIP_DEBUG=1 shows the traceback
+    instead. An unexpected exception type (a bug) always shows its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    args = _parser().parse_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "eval": _eval, "zeroshot": _zeroshot, "bench": _bench,
                "tokenize": _tokenize}[args.command]
+    if args.command == "train":
+        args.explicit = _explicit_train_flags([a for a in argv if a != "--debug"])
     try:
         return command(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+    except _expected_errors() as err:
+        if debug:
+            raise
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        print("(run again with --debug or MINICLIP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ Three file formats meet here:
 """
 import collections
 import json
+import math
 import os
 import pickle
 import re
@@ -213,7 +214,7 @@ def _unpickle(file, path):
 def _tensor_refs(root, path):
     """The pickled object -> {state-dict name: _TensorRef}."""
     if isinstance(root, TorchScriptObject):
-        return _script_module_tensors(root, "")
+        return _script_module_tensors(root, "", path)
     if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
         root = root["state_dict"]  # a training checkpoint: {"epoch": ..., "state_dict": {...}}
     if not isinstance(root, dict):
@@ -224,54 +225,127 @@ def _tensor_refs(root, path):
     return dict(root)
 
 
-def _script_module_tensors(module, prefix):
+# A real CLIP module tree is ~6 levels deep; a deeper one is a crafted file.
+MAX_MODULE_DEPTH = 64
+
+
+def _script_module_tensors(root, prefix="", path="<checkpoint>"):
     """Parameters and buffers of a TorchScript module tree, named like
     `torch.jit.load(f).state_dict()`: a module's own tensors, then each
-    submodule's under 'submodule.' (recursively)."""
-    tensors, children = {}, []
-    for name, value in vars(module).items():
-        if isinstance(value, _TensorRef):
-            tensors[prefix + name] = value
-        elif isinstance(value, TorchScriptObject):
-            children.append((name, value))
-    for name, child in children:
-        tensors.update(_script_module_tensors(child, prefix + name + "."))
+    submodule's under 'submodule.' (depth first).
+
+    Each module object is visited once (a memo of ids): a module shared by
+    two parents is named under the first path only, and a module that holds
+    itself ends the walk instead of recursing forever. Deeper than
+    MAX_MODULE_DEPTH levels -> CheckpointError.
+    """
+    tensors, seen = {}, set()
+    stack = [(root, prefix, 0)]
+    while stack:
+        module, name_prefix, depth = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if depth > MAX_MODULE_DEPTH:
+            raise CheckpointError(
+                f"{path}: its module tree is more than {MAX_MODULE_DEPTH} levels deep; a CLIP "
+                f"model has about 6: the file is damaged or crafted")
+        children = []
+        for name, value in vars(module).items():
+            if isinstance(value, _TensorRef):
+                tensors[name_prefix + name] = value
+            elif isinstance(value, TorchScriptObject):
+                children.append((value, name_prefix + name + ".", depth + 1))
+        stack.extend(reversed(children))  # the first child is walked next
     return tensors
 
 
 def _read_tensors(archive, prefix, refs, big_endian, path):
     """Read each storage once and cut its tensors out of it.
 
+    Every layout is checked against its storage before any byte is read
+    (check_tensor_layouts), and each storage against its zip entry
+    (_read_storage), so a small file cannot make this allocate more than it holds.
     Peak memory: the finished arrays plus one storage's raw bytes.
     """
+    check_tensor_layouts(refs, path)
     by_storage = collections.defaultdict(list)
     for name, ref in refs.items():
         by_storage[ref.storage].append(name)
     arrays = {}
     for storage_ref, names in by_storage.items():
-        storage = _read_storage(archive, prefix, storage_ref, big_endian, path)
+        used = max(_elements_used(refs[name]) for name in names)
+        storage = _read_storage(archive, prefix, storage_ref, big_endian, path, used)
         for name in names:
             arrays[name] = _cut_tensor(storage, refs[name], name, path)
     return {name: arrays[name] for name in refs}  # the archive's order
 
 
-def _read_storage(archive, prefix, ref, big_endian, path):
-    """Storage <key> as a 1-D read-only array of `numel` elements."""
+def _elements_used(ref):
+    """How many leading elements of its storage a (checked) tensor view reaches."""
+    if 0 in ref.size:
+        return 0
+    return ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) + 1
+
+
+def check_tensor_layouts(refs, path):
+    """Refuse a tensor whose view does not fit its storage, before anything is read.
+
+    Sizes, strides and the offset are non-negative ints; the last element
+    offset + sum((n - 1) * stride) lies inside the storage; and the tensor has
+    no more elements than its storage (a stride-0 view would otherwise
+    expand a few bytes into gigabytes when copied).
+    """
+    for name, ref in refs.items():
+        offset, size, stride = ref.offset, ref.size, ref.stride
+        numbers = (offset,) + size + stride
+        if len(size) != len(stride) or not all(type(n) is int and n >= 0 for n in numbers):
+            raise CheckpointError(f"{path}: tensor {name!r} has an invalid layout {size} / {stride} / {offset}")
+        numel = math.prod(size)
+        if numel == 0:
+            continue
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= ref.storage.numel:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} (size {size}, stride {stride}, offset {offset}) "
+                f"reaches element {last} of a storage of {ref.storage.numel}: the file is damaged")
+        if numel > ref.storage.numel:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} (size {size}, stride {stride}) has {numel} elements, "
+                f"more than its storage of {ref.storage.numel} holds (a stride-0 view): a "
+                f"checkpoint of weights never has one; the file is damaged or crafted")
+
+
+def _read_storage(archive, prefix, ref, big_endian, path, used=None):
+    """Storage <key> as a 1-D read-only array of its first `used` elements (default: all).
+
+    The storage's declared bytes are checked against the zip entry's declared
+    size before reading, and only the bytes its tensors use are read, so a
+    zip bomb (a small compressed entry declaring gigabytes) costs nothing.
+    """
     dtype = np.dtype(_STORAGE_DTYPES[ref.storage_type])
     if big_endian:
         dtype = dtype.newbyteorder(">")
     entry = f"{prefix}data/{ref.key}"
     try:
-        raw = archive.read(entry)
+        info = archive.getinfo(entry)
     except KeyError:
         raise CheckpointError(
             f"{path}: data.pkl uses storage {ref.key!r} but the archive has no entry "
             f"{entry!r}; the file is incomplete: download or save it again") from None
-    if len(raw) < ref.numel * dtype.itemsize:
+    if info.file_size < ref.numel * dtype.itemsize:
         raise CheckpointError(
-            f"{path}: storage {entry!r} holds {len(raw)} bytes, but {ref.numel} "
+            f"{path}: storage {entry!r} holds {info.file_size} bytes, but {ref.numel} "
             f"{ref.storage_type} elements need {ref.numel * dtype.itemsize}")
-    return np.frombuffer(raw, dtype=dtype, count=ref.numel)
+    count = ref.numel if used is None else used
+    needed = count * dtype.itemsize
+    with archive.open(entry) as f:
+        raw = f.read(needed)
+        if needed == info.file_size:
+            f.read(1)  # reach the end of the entry: zipfile checks its CRC there
+    if len(raw) < needed:
+        raise CheckpointError(f"{path}: storage {entry!r} ends after {len(raw)} of {needed} bytes: the file is damaged")
+    return np.frombuffer(raw, dtype=dtype, count=count)
 
 
 def _cut_tensor(storage, ref, name, path):
@@ -321,7 +395,8 @@ def read_safetensors(path):
 
     Layout: u64 little-endian N | N bytes of JSON header | data. The header maps
     each name to {"dtype", "shape", "data_offsets": [begin, end]} (byte offsets
-    into the data part); an optional "__metadata__" holds strings.
+    into the data part); an optional "__metadata__" holds strings. The header
+    is checked whole (validate_safetensors_header) before any array is made.
     """
     path = os.fspath(path)
     file_size = os.path.getsize(path)
@@ -331,33 +406,90 @@ def read_safetensors(path):
             raise CheckpointError(
                 f"{path} is not a complete safetensors file (header of {header_size} "
                 f"bytes, file of {file_size}): truncated, or another format")
-        try:
-            header = json.loads(f.read(header_size))
-        except ValueError as e:
-            raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({e})") from e
+        if header_size > SAFETENSORS_MAX_HEADER:
+            raise CheckpointError(f"{path}: a safetensors header of {header_size} bytes is over the "
+                                  f"{SAFETENSORS_MAX_HEADER}-byte limit: not a safetensors file")
         data_start = 8 + header_size
+        entries = validate_safetensors_header(f.read(header_size), file_size - data_start, path)
         tensors = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info["dtype"] not in _SAFETENSORS_DTYPES:
-                raise CheckpointError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which miniclip cannot read")
-            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-            shape = tuple(info["shape"])
-            begin, end = info["data_offsets"]
-            count = int(np.prod(shape))
-            if end - begin != count * dtype.itemsize or data_start + end > file_size:
-                raise CheckpointError(
-                    f"{path}: tensor {name!r} {info['dtype']}{list(shape)} needs bytes "
-                    f"[{begin}, {end}) of a data part of {file_size - data_start}: truncated or damaged")
-            array = np.empty(count, dtype=dtype)
+        for name, code, shape, begin, _end in entries:
+            dtype = np.dtype(_SAFETENSORS_DTYPES[code])
+            array = np.empty(int(np.prod(shape)), dtype=dtype)
             f.seek(data_start + begin)
             f.readinto(array.view(np.uint8))  # straight from the file into the array
             array = array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
-            if info["dtype"] == "BF16":
+            if code == "BF16":
                 array = (array.astype(np.uint32) << 16).view(np.float32)
             tensors[name] = array
     return tensors
+
+
+# The reference implementation (safetensors' Rust crate) refuses headers over 100 MB.
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def _refuse_duplicate_keys(pairs):
+    names = [k for k, _ in pairs]
+    duplicates = sorted({k for k in names if names.count(k) > 1})
+    if duplicates:
+        raise CheckpointError(f"the header names {duplicates} more than once")
+    return dict(pairs)
+
+
+def validate_safetensors_header(raw, data_size, path):
+    """The safetensors header bytes -> [(name, dtype code, shape, begin, end)] in data order.
+
+    Checks what the reference implementation checks, so a damaged or hostile
+    header never reads header bytes as weights or allocates what is not there:
+    a JSON object, no name twice, known dtypes, shapes of non-negative ints,
+    integer offsets 0 <= begin <= end, end - begin == numel * itemsize, and the
+    ranges sorted, contiguous, non-overlapping, starting at 0 and covering
+    the data part (data_size bytes) exactly. Raises CheckpointError.
+    """
+    def bad(problem):
+        return CheckpointError(f"{path}: invalid safetensors header: {problem}. The file is damaged "
+                               f"or was not written by a safetensors writer: save or download it again")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+    except CheckpointError as e:
+        raise bad(str(e)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad(f"not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad(f"a JSON {type(header).__name__}, not an object")
+    metadata = header.get("__metadata__", {})
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise bad("__metadata__ must map strings to strings")
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= set(info)):
+            raise bad(f"tensor {name!r} needs dtype, shape and data_offsets")
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if code not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {code}, which miniclip cannot read")
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise bad(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(type(n) is int for n in offsets) and 0 <= offsets[0] <= offsets[1]):
+            raise bad(f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        nbytes = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[code]).itemsize
+        if end - begin != nbytes:
+            raise bad(f"tensor {name!r} {code}{shape} needs {nbytes} bytes, its data_offsets "
+                      f"[{begin}, {end}) hold {end - begin}")
+        entries.append((name, code, tuple(shape), begin, end))
+    position = 0
+    for name, _code, _shape, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if begin != position:
+            what = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
+            raise bad(f"tensor {name!r} at bytes [{begin}, {end}) {what} (expected to start at {position})")
+        position = end
+    if position != data_size:
+        raise bad(f"the tensors cover {position} bytes of a data part of {data_size} (truncated, "
+                  f"or bytes nothing refers to)")
+    return entries
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -819,7 +951,7 @@ def read_checkpoint(path):
         hf = _read_json(config_path) if os.path.isfile(config_path) else None
         state = hf_to_openai(state, hf)
         if hf is not None:
-            check_supported(state)
+            check_supported(state, path)
             config = config_from_hf(hf, state)
     open_clip_path = os.path.join(folder, "open_clip_config.json")
     if kind == "state_dict" and os.path.isfile(open_clip_path):
@@ -869,17 +1001,92 @@ _SUPPORTED = ("miniclip computes OpenAI's CLIP structure only: pre-LayerNorm ViT
               "OpenAI's ModifiedResNet image tower, end-of-text text pooling, OpenAI's parameters (QuickGELU or exact GELU)")
 
 
-def check_supported(state):
-    """Refuse a state dict with a structure miniclip would compute approximately or not at all."""
+def check_supported(state, path=None):
+    """Refuse a state dict with a structure miniclip would compute approximately or not at all.
+
+    path: the file the state came from, named in the error."""
+    where = f"{path}: " if path is not None else ""
     for key in state:
         for marker, what in _UNSUPPORTED:
             if marker in key:
-                raise CheckpointError(f"{key!r}: this checkpoint has {what}, which miniclip does not "
+                raise CheckpointError(f"{where}{key!r}: this checkpoint has {what}, which miniclip does not "
                                       f"compute; {_SUPPORTED}. It is refused rather than loaded approximately")
     resnet = any(key.startswith("visual.layer1.") for key in state)      # OpenAI's ModifiedResNet has no ln_pre
     if "visual.conv1.weight" in state and not resnet and "visual.ln_pre.weight" not in state:
-        raise CheckpointError(f"the image tower has no ln_pre (OpenCLIP no_ln_pre): a different norm "
+        raise CheckpointError(f"{where}the image tower has no ln_pre (OpenCLIP no_ln_pre): a different norm "
                               f"placement; {_SUPPORTED}")
+
+
+# --------------------------------------------------------------------------
+# Checks before a model is built (a small file must not build a huge model)
+# --------------------------------------------------------------------------
+
+def config_parameter_count(config):
+    """How many numbers CLIP(config) holds, computed from the config alone (nothing built).
+
+    A transformer block of width W and MLP width H: ln_1, ln_2 (2W each), in_proj
+    (3W² + 3W), out_proj (W² + W), c_fc (HW + H), c_proj (HW + W) -> 4W² + 2HW + 9W + H.
+    A ResNet tower counts its BatchNorm buffers too (they are in the state dict).
+    """
+    def blocks(layers, w, h):
+        return layers * (4 * w * w + 2 * h * w + 9 * w + h)
+    c = config
+    vw, tw, e = c.vision_width, c.transformer_width, c.embed_dim
+    if c.is_resnet:
+        vision = resnet_parameter_count(c.vision_layers, vw, c.image_resolution, e)
+    else:
+        grid = c.image_resolution // c.vision_patch_size
+        vision = (vw * 3 * c.vision_patch_size ** 2 + vw + (grid * grid + 1) * vw   # conv1, class, positions
+                  + 2 * vw + blocks(c.vision_layers, vw, c.vision_mlp) + 2 * vw + vw * e)   # ln_pre, blocks, ln_post, proj
+    text = (blocks(c.transformer_layers, tw, c.transformer_mlp) + c.vocab_size * tw + c.context_length * tw
+            + 2 * tw + tw * e + 1)                                               # ..., ln_final, projection, logit_scale
+    return vision + text
+
+
+def resnet_parameter_count(layers, width, resolution, output_dim):
+    """Numbers (parameters and BatchNorm buffers) of OpenAI's ModifiedResNet, from its shape alone."""
+    def bn(c):                                        # weight, bias, running mean and var, num_batches_tracked
+        return 4 * c + 1
+    h = width // 2
+    total = 3 * h * 9 + bn(h) + h * h * 9 + bn(h) + h * width * 9 + bn(width)      # the 3-conv stem
+    inplanes = width
+    for stage, blocks in enumerate(layers):
+        planes = width * 2 ** stage
+        for i in range(blocks):
+            stride = 2 if stage > 0 and i == 0 else 1
+            total += inplanes * planes + bn(planes) + planes * planes * 9 + bn(planes)   # conv1, conv2
+            total += planes * 4 * planes + bn(4 * planes)                                 # conv3
+            if stride > 1 or inplanes != 4 * planes:
+                total += inplanes * 4 * planes + bn(4 * planes)                           # downsample
+            inplanes = 4 * planes
+    C = width * 32                                    # the attention pool
+    grid = resolution // 32
+    total += (grid * grid + 1) * C + 3 * (C * C + C) + C * output_dim + output_dim
+    return total
+
+
+def check_config_fits_state(config, state, path):
+    """Refuse, before building, a config whose model would not be exactly the weights present.
+
+    config: a CLIPConfig; state: {name: array} (OpenAI names); the config's
+    fields must be positive ints and its parameter count equal the numbers in
+    `state`, so the model built is never larger than what the file holds.
+    """
+    fields = {k: v for k, v in vars(config).items() if v is not None
+              and k not in ("activation", "layer_norm_eps", "eos_token_id")}
+    bad = {k: v for k, v in fields.items()
+           if not (type(v) is int and v > 0 or k == "vision_layers" and isinstance(v, tuple))}
+    if bad:
+        raise CheckpointError(f"{path}: its model config has invalid values {bad}: each must be a "
+                              f"positive integer; the file is damaged or crafted")
+    present = sum(int(np.size(v)) for k, v in state.items() if k not in OPENAI_EXTRA_KEYS)
+    needed = config_parameter_count(config)
+    if needed != present:
+        raise CheckpointError(
+            f"{path}: its model config (widths {config.vision_width}/{config.transformer_width}, "
+            f"layers {config.vision_layers}/{config.transformer_layers}, vocab {config.vocab_size}) "
+            f"needs {needed:,} parameters, but the file holds {present:,}: the shapes do not belong "
+            f"together; the file is damaged or crafted. Nothing was built")
 
 
 def _checkpoint_path(name_or_path):
@@ -937,9 +1144,13 @@ def load(name_or_path, device=None, dtype=None, config=None):
         return model, Preprocess(model.config.image_resolution)
     checkpoint = read_checkpoint(path)
     state = checkpoint.state
-    check_supported(state)
+    given = config is not None
     if config is None:
         config = checkpoint.config
+    if not given:   # a config the user names is checked key by key as the weights load
+        from miniclip.model import config_from_state_dict
+        check_config_fits_state(config if config is not None else config_from_state_dict(state), state, path)
+    check_supported(state, path)
     if config is None and checkpoint.kind not in ("torchscript", "miniclip"):
         warnings.warn(
             f"{name_or_path}: these weights come without a config, so miniclip assumes OpenAI's "

@@ -16,8 +16,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 from miniclip import backend
 from miniclip.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from miniclip.runfolder import RunLock, repair_metrics, stop_requests
 from miniclip.data.loader import DataLoader
 from miniclip.evaluate import encode_images, encode_texts
 from miniclip.loss import batch_accuracy, clip_loss
@@ -117,6 +116,74 @@ def check_config(cfg, model_config):
         raise ValueError(f"lr={cfg.lr} must be positive")
 
 
+# Each numeric setting: (kind, lowest allowed, whether the lowest itself is allowed).
+# (batch_size has its own check in check_config, with the reason.)
+NUMBER_RULES = {
+    "steps": (int, 1, True), "epochs": (float, 0, False), "time_budget": (float, 0, False),
+    "lr": (float, 0, False), "weight_decay": (float, 0, True),
+    "beta1": (float, 0, True), "beta2": (float, 0, True), "eps": (float, 0, False),
+    "warmup": (float, 0, True), "grad_clip": (float, 0, False), "seed": (int, 0, True),
+    "image_size": (int, 1, True), "train_size": (int, 1, True), "log_every": (int, 1, True),
+    "eval_every": (int, 1, True), "checkpoint_every": (int, 1, True), "eval_images": (int, 1, True),
+}
+UPPER = {"beta1": (1, False), "beta2": (1, False), "warmup": (1, False), "seed": (2**32 - 1, True)}
+
+
+def check_numbers(cfg):
+    """Every numeric setting finite and in its range, before any work; one line naming the flag.
+
+    steps / epochs / time_budget must be positive (a negative one trained forever,
+    steps=0 crashed, nan ran nothing), rates and intervals positive, weight_decay
+    >= 0, betas and warmup in [0, 1), seed in [0, 2**32 - 1].
+    """
+    for field, (kind, low, inclusive) in NUMBER_RULES.items():
+        value = getattr(cfg, field)
+        if value is None:
+            continue
+        flag = "--" + field.replace("_", "-")
+        high, high_inclusive = UPPER.get(field, (math.inf, False))
+        wanted = (f"{'an integer' if kind is int else 'a number'} "
+                  f"{'>=' if inclusive else '>'} {low}"
+                  + (f" and {'<=' if high_inclusive else '<'} {high}" if high != math.inf else ""))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                kind is int and not float(value).is_integer()):
+            raise ValueError(f"{flag} {value!r}: must be {wanted}")
+        ok = (math.isfinite(value) and (value >= low if inclusive else value > low)
+              and (value <= high if high_inclusive else value < high))
+        if not ok:
+            raise ValueError(f"{flag} {value}: must be {wanted}")
+
+
+# Settings that do not change what a run computes: free to differ on --resume.
+RESUME_FREE = {"device", "out", "name", "log_every", "eval_every", "checkpoint_every", "eval_images"}
+
+
+def resume_changes(saved, cfg):
+    """{field: (checkpoint's value, this run's)} for the settings that change the run."""
+    now = dataclasses.asdict(cfg)
+    return {k: (saved.get(k), v) for k, v in now.items()
+            if k not in RESUME_FREE and k in saved and saved[k] != v}
+
+
+def params_healthy(model):
+    """True when every parameter is finite and below MAX_HEALTHY_WEIGHT in magnitude."""
+    for p in model.parameters():
+        top = float(backend.xp_for(p.device).abs(p.data).max()) if p.size else 0.0
+        if not top <= MAX_HEALTHY_WEIGHT:  # also False for nan
+            return False
+    return True
+
+
+# A weight this large means the run has blown up already (trained CLIP weights are < 100;
+# float32 products of such weights overflow soon after): such a checkpoint is not "good".
+MAX_HEALTHY_WEIGHT = 1e8
+
+
+def run_folder(cfg):
+    """runs/<name>: --out / (--name, default <dataset>-<model>)."""
+    return Path(cfg.out) / (cfg.name or f"{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.model}")
+
+
 # ---- the run --------------------------------------------------------------------------
 
 def positives_matrix(groups, xp):
@@ -125,8 +192,19 @@ def positives_matrix(groups, xp):
     return xp.asarray(same / same.sum(axis=1, keepdims=True))
 
 
-def train(cfg, resume=False, progress=True):
-    """Train a CLIP as `cfg` says; returns the summary dict (also in summary.json)."""
+def train(cfg, resume=False, progress=True, allow_changes=False):
+    """Train a CLIP as `cfg` says; returns the summary dict (also in summary.json).
+
+    resume: continue from the run folder's checkpoint; settings that change the
+    run must equal the checkpoint's unless allow_changes (the change is then
+    noted in metrics.jsonl). The run folder is locked while the run is alive.
+    """
+    check_numbers(cfg)
+    with RunLock(run_folder(cfg)):
+        return _train(cfg, resume, progress, allow_changes)
+
+
+def _train(cfg, resume, progress, allow_changes):
     device = backend.default_device() if cfg.device == "auto" else cfg.device
     backend.check_device(device)
     xp = backend.xp_for(device)
@@ -134,7 +212,7 @@ def train(cfg, resume=False, progress=True):
     model_config = dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
                                        image_resolution=cfg.image_size)
     check_config(cfg, model_config)
-    run_dir = Path(cfg.out) / (cfg.name or f"{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.model}")
+    run_dir = run_folder(cfg)
     last_ckpt = run_dir / "checkpoint.npz"
 
     task = make_task(cfg.dataset, seed=cfg.seed, image_size=cfg.image_size,
@@ -151,12 +229,23 @@ def train(cfg, resume=False, progress=True):
     total_steps = cfg.steps or (math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None)
     eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)
 
-    step, elapsed_before, history = 0, 0.0, []
+    step, elapsed_before, history, changes, last_good = 0, 0.0, [], {}, None
     if resume and last_ckpt.exists():
         state = load_checkpoint(last_ckpt)
+        meta = state["meta"]
+        if not all(k in meta for k in ("step", "elapsed", "config")):
+            raise ValueError(f"{last_ckpt} is not a miniclip training checkpoint (its metadata "
+                             f"lacks step/elapsed/config): cannot resume from it")
+        changes = resume_changes(meta["config"], cfg)
+        if changes and not allow_changes:
+            listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            raise ValueError(f"--resume: this run's settings differ from the checkpoint's "
+                             f"({listed}). Resume with the run's own settings, or pass "
+                             f"--allow-changes to continue with the new ones")
         model.load_state_dict(state["params"])
         optimizer.load_state_dict(state["optim"])
-        step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed"]
+        step, elapsed_before = meta["step"], meta["elapsed"]
+        last_good = step
         print(f"resumed from {last_ckpt} at step {step}")
     elif resume:
         print(f"nothing to resume in {run_dir}: starting afresh")
@@ -165,18 +254,39 @@ def train(cfg, resume=False, progress=True):
         {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
          "tokenizer": cfg.tokenizer or "miniclip default (miniclip/data/miniclip_bpe.txt.gz)"},
         indent=2))
+    metrics = run_dir / "metrics.jsonl"
     if step == 0:
-        (run_dir / "metrics.jsonl").write_text("")
+        atomic_write(metrics, lambda f: None)
+    else:  # no torn line, no record past the checkpoint; the curves start at step 1
+        history = repair_metrics(metrics, step, write=lambda p, text: atomic_write(
+            p, lambda f: f.write(text.encode("utf-8"))))
 
     def log(record):
-        with open(run_dir / "metrics.jsonl", "a") as f:
+        with open(metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    if changes:
+        log({"step": step, "note": "settings changed on resume (--allow-changes)",
+             "changes": {k: {"checkpoint": a, "now": b} for k, (a, b) in changes.items()}})
+
     def checkpoint():
+        """Save, unless the weights are no longer finite (then the last good one is kept)."""
+        nonlocal last_good
+        if not params_healthy(model):
+            raise TrainingDiverged(
+                f"the weights are no longer finite (or above {MAX_HEALTHY_WEIGHT:.0e}) at step "
+                f"{step}; not saved. {good_checkpoint()} Lower --lr, or rerun a few steps under "
+                "miniclip.autograd.detect_anomaly()")
         save_checkpoint(last_ckpt, model, optimizer, {
             "step": step, "elapsed": elapsed_before + time.perf_counter() - start,
             "config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
             "tokenizer_merges": tokenizer.merges})      # the checkpoint carries its vocabulary
+        last_good = step
+
+    def good_checkpoint():
+        if last_good is None:
+            return "There is no good checkpoint yet."
+        return f"The last good checkpoint is {last_ckpt} (step {last_good})."
 
     def progress_fraction():
         if cfg.time_budget:
@@ -186,7 +296,7 @@ def train(cfg, resume=False, progress=True):
     bar = _progress_bar(total_steps, step, progress)
     start = time.perf_counter()
     seen = 0
-    with _stop_on_ctrl_c() as stop:
+    with stop_requests() as stop:
         while progress_fraction() < 1.0 and not stop.requested:
             epoch, first_batch = divmod(step, per_epoch)
             for images, ids, indices in loader.iter_epoch(epoch, start_batch=first_batch):
@@ -204,10 +314,9 @@ def train(cfg, resume=False, progress=True):
                 loss_value = float(loss.item())
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
-                        f"loss is {loss_value} at step {step + 1}. The last good checkpoint is "
-                        f"{last_ckpt if last_ckpt.exists() else '(none yet)'}. Lower --lr, or "
-                        "rerun a few steps under miniclip.autograd.detect_anomaly() to find "
-                        "the first op that made NaN/Inf.")
+                        f"loss is {loss_value} at step {step + 1}. {good_checkpoint()} Lower "
+                        "--lr, or rerun a few steps under miniclip.autograd.detect_anomaly() to "
+                        "find the first op that made NaN/Inf.")
                 optimizer.zero_grad()
                 loss.backward()
                 grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
@@ -241,8 +350,9 @@ def train(cfg, resume=False, progress=True):
     wall = elapsed_before + train_seconds
     if stop.requested:
         checkpoint()
-        print(f"\ninterrupted at step {step}: checkpoint written to {last_ckpt}; "
-              "continue with --resume")
+        print(f"\ninterrupted ({stop.signal}) at step {step}: checkpoint written to {last_ckpt}; "
+              f"continue with:\n  python -m miniclip train --dataset {cfg.dataset} --out {cfg.out} "
+              f"--name {run_dir.name} --resume")
         return {"interrupted": True, "steps": step, "checkpoint": str(last_ckpt)}
     checkpoint()
     model.eval()                     # BatchNorm on its running statistics from here on
@@ -272,32 +382,6 @@ def evaluating(model):
         yield model
     finally:
         model.train(was_training)
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextlib.contextmanager
-def _stop_on_ctrl_c():
-    """The first Ctrl-C asks the loop to stop after the current step (then it saves a
-    checkpoint); a second one interrupts at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag                              # signals reach only the main thread
-        return
-
-    def handler(signum, frame):
-        flag.requested = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: the usual KeyboardInterrupt
-        print("\nCtrl-C: stopping after this step and saving a checkpoint "
-              "(press again to abort without saving)")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _progress_bar(total, initial, enabled):

@@ -94,7 +94,7 @@ def test_official_archive(tmp_path, name):
     file = "cifar-10-python.tar.gz" if name == "cifar10" else "cifar-100-python.tar.gz"
     expected = make_official(tmp_path / file, name, 3, rng)
     for split in ("train", "test"):
-        images, labels, classnames = load_cifar(name, split, root=tmp_path, download=False)
+        images, labels, classnames = load_cifar(name, split, root=tmp_path, download=False, verify=False)
         assert images.dtype == np.uint8 and images.shape == expected[split][0].shape
         assert labels.dtype == np.int64
         np.testing.assert_array_equal(images, expected[split][0])
@@ -104,14 +104,14 @@ def test_official_archive(tmp_path, name):
     assert (cached / "train_images.npy").is_file()
     # a second load reads the cache: it works with the archive gone
     (tmp_path / file).unlink()
-    images, _, _ = load_cifar(name, "train", root=tmp_path, download=False)
+    images, _, _ = load_cifar(name, "train", root=tmp_path, download=False, verify=False)
     np.testing.assert_array_equal(images, expected["train"][0])
 
 
 def test_archive_found_through_miniclip_data(tmp_path, monkeypatch):
     expected = make_official(tmp_path / "cifar-10-python.tar.gz", "cifar10", 2, np.random.default_rng(1))
     monkeypatch.setenv("MINICLIP_DATA", str(tmp_path))
-    images, labels, _ = load_cifar("cifar10", "test", download=False)
+    images, labels, _ = load_cifar("cifar10", "test", download=False, verify=False)
     np.testing.assert_array_equal(images, expected["test"][0])
 
 
@@ -141,7 +141,7 @@ def test_unpickler_refuses_globals(tmp_path):
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         add_file(tar, "cifar-10-batches-py/data_batch_1", evil)
     with pytest.raises(pickle.UnpicklingError, match="data_batch_1"):
-        load_cifar("cifar10", "train", root=tmp_path, download=False)
+        load_cifar("cifar10", "train", root=tmp_path, download=False, verify=False)
     assert not marker.exists()
     pickle.loads(evil)  # the control: a plain Unpickler does run the command
     assert marker.exists()
@@ -175,7 +175,7 @@ def test_image_folder_tarball(tmp_path):
     expected = make_image_folder_tar(tmp_path / "cifar10-jpeg.tar.gz", "cifar10-jpeg",
                                      np.random.default_rng(2))
     for split in ("train", "test"):
-        images, labels, classnames = load_cifar("cifar10", split, root=tmp_path, download=False)
+        images, labels, classnames = load_cifar("cifar10", split, root=tmp_path, download=False, verify=False)
         names = sorted(expected[split])  # the reader orders images by file name
         np.testing.assert_array_equal(images, np.stack([expected[split][n][0] for n in names]))
         np.testing.assert_array_equal(labels, [expected[split][n][1] for n in names])
@@ -196,7 +196,7 @@ def test_image_folder_directory_cifar100_order(tmp_path):
             image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
             Image.fromarray(image).save(folder / "a.png")
             truth[split, CIFAR100_CLASSES.index(cls)] = image
-    images, labels, _ = load_cifar("cifar100", "test", root=root, download=False)
+    images, labels, _ = load_cifar("cifar100", "test", root=root, download=False, verify=False)
     assert sorted(labels.tolist()) == sorted(CIFAR100_CLASSES.index(c) for c in picks)
     for image, label in zip(images, labels):
         np.testing.assert_array_equal(image, truth["test", label])
@@ -207,12 +207,12 @@ def test_unknown_class_folder(tmp_path):
     folder.mkdir(parents=True)
     Image.new("RGB", (32, 32)).save(folder / "x.png")
     with pytest.raises(ValueError, match="spaceship"):
-        load_cifar("cifar10", "train", root=tmp_path / "bad", download=False)
+        load_cifar("cifar10", "train", root=tmp_path / "bad", download=False, verify=False)
 
 
 def test_missing_offline_says_both_ways(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        load_cifar("cifar10", "train", root=tmp_path, download=False)
+        load_cifar("cifar10", "train", root=tmp_path, download=False, verify=False)
     message = str(err.value)
     assert "cifar-10-python.tar.gz" in message and "cifar10-jpeg.tar.gz" in message
     assert "MINICLIP_DATA" in message and "download=True" in message
@@ -232,3 +232,89 @@ def test_real_cifar10_jpeg(monkeypatch):
     assert np.bincount(test_y, minlength=10).tolist() == [1000] * 10
     assert classnames == CIFAR10_CLASSES
     assert 80 < train_x[:1000].mean() < 180  # real photos, not blank
+
+
+# ----------------------------------------------------------------------------
+# Damaged sources: refused with the file named, nothing cached (issue 12, item 1)
+# ----------------------------------------------------------------------------
+from miniclip.data import cifar as cifar_module  # noqa: E402
+
+
+@pytest.fixture
+def small_cifar10(monkeypatch):
+    """CIFAR-10 with 2 images per class per split counts as complete."""
+    monkeypatch.setitem(cifar_module.SPLIT_SIZES, "cifar10", {"train": (20, 2), "test": (20, 2)})
+
+
+def cache_folder(name):
+    return Path(os.environ["MINICLIP_CACHE"]) / name
+
+
+def test_complete_small_copy_passes_verify(tmp_path, small_cifar10):
+    make_image_folder_tar(tmp_path / "cifar10-jpeg.tar.gz", "cifar10-jpeg", np.random.default_rng(4))
+    images, labels, _ = load_cifar("cifar10", "train", root=tmp_path, download=False)
+    assert images.shape == (20, 32, 32, 3)
+    assert (cache_folder("cifar10-jpeg") / "source.json").is_file()
+
+
+def test_truncated_archive_refused_and_not_cached(tmp_path, small_cifar10):
+    tarball = tmp_path / "cifar10-jpeg.tar.gz"
+    make_image_folder_tar(tarball, "cifar10-jpeg", np.random.default_rng(5))
+    data = tarball.read_bytes()
+    tarball.write_bytes(data[: len(data) // 2])
+    with pytest.raises(cifar_module.DataError, match="cifar10-jpeg.tar.gz is damaged"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False)
+    assert not cache_folder("cifar10-jpeg").exists()
+    # even without the count check, the missing gzip end is noticed
+    with pytest.raises(cifar_module.DataError, match="damaged"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False, verify=False)
+
+
+def test_flipped_byte_fails_the_gzip_crc(tmp_path, small_cifar10):
+    tarball = tmp_path / "cifar10-jpeg.tar.gz"
+    make_image_folder_tar(tarball, "cifar10-jpeg", np.random.default_rng(6))
+    data = bytearray(tarball.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tarball.write_bytes(bytes(data))
+    with pytest.raises(cifar_module.DataError, match="damaged"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False)
+    assert not (cache_folder("cifar10-jpeg") / "train_images.npy").exists()
+
+
+def test_missing_class_refused(tmp_path, small_cifar10):
+    make_image_folder_tar(tmp_path / "cifar10-jpeg.tar.gz", "cifar10-jpeg", np.random.default_rng(7),
+                          classes=CIFAR10_CLASSES[:5])  # five classes only: still a valid tar.gz
+    with pytest.raises(cifar_module.DataError, match="5 classes empty"):
+        load_cifar("cifar10", "test", root=tmp_path, download=False)
+    assert not cache_folder("cifar10-jpeg").exists()
+
+
+def test_official_archive_md5_checked_when_read(tmp_path):
+    make_official(tmp_path / "cifar-10-python.tar.gz", "cifar10", 2, np.random.default_rng(8))
+    with pytest.raises(cifar_module.DataError, match="md5"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False)
+    assert not cache_folder("cifar-10-python").exists()
+
+
+def test_cache_follows_its_source(tmp_path, small_cifar10):
+    tarball = tmp_path / "cifar10-jpeg.tar.gz"
+    first = make_image_folder_tar(tarball, "cifar10-jpeg", np.random.default_rng(9))
+    a, _, _ = load_cifar("cifar10", "test", root=tmp_path, download=False)
+    np.testing.assert_array_equal(a[0], first["test"][sorted(first["test"])[0]][0])
+    second = make_image_folder_tar(tarball, "cifar10-jpeg", np.random.default_rng(10))
+    os.utime(tarball, ns=(1, 1))  # a different mtime and different bytes
+    b, _, _ = load_cifar("cifar10", "test", root=tmp_path, download=False)
+    np.testing.assert_array_equal(b[0], second["test"][sorted(second["test"])[0]][0])
+    # same bytes, only touched: the cache is kept (md5 equal)
+    os.utime(tarball, ns=(2, 2))
+    before = (cache_folder("cifar10-jpeg") / "test_images.npy").stat().st_mtime_ns
+    load_cifar("cifar10", "test", root=tmp_path, download=False)
+    assert (cache_folder("cifar10-jpeg") / "test_images.npy").stat().st_mtime_ns == before
+
+
+def test_batch_without_labels_names_the_entry(tmp_path):
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        for b in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+            add_file(tar, f"cifar-10-batches-py/{b}", pickle.dumps({b"data": np.zeros((1, 3072), np.uint8)}))
+    with pytest.raises(cifar_module.DataError, match="data_batch_1 has no 'labels' entry"):
+        load_cifar("cifar10", "train", root=tmp_path, download=False, verify=False)

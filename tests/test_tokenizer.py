@@ -156,6 +156,7 @@ def test_merge_loop_matches_openai_style_on_repeats(merges):
     ranks = {pair: rank for rank, pair in enumerate(merges)}
     rng = np.random.default_rng(0)
     words = ["".join(rng.choice(list("ab"), size=n)) for n in rng.integers(1, 12, size=400)]
+    words += ["".join(rng.choice(list("ab"), size=n)) for n in rng.integers(49, 120, size=100)]  # heap path
     for word in words + ["aaaaa", "aaaaaa", "ababab", "bababb", "ababx"]:
         expected = [tok.encoder[s] for s in openai_style_bpe(ranks, word)]
         assert tok.encode(word) == expected, word
@@ -428,3 +429,47 @@ def test_the_ftfy_fast_path_only_skips_text_ftfy_leaves_alone():
     assert skipped > 1000
     for text in ("a &amp; b", "a\rb", "x\x1b[31my", "caf\u00e9"):
         assert not tk.FTFY_IDENTITY.fullmatch(text)
+
+
+# ---- long words, many words, unencodable text (issue 12, item 9) ------------------------
+
+def test_long_word_equals_openai_style_and_scales_n_log_n(openai_tok):
+    import time
+    rng = np.random.default_rng(2)
+    letters = list("etaoinshrdlucmfwypvbgkqjxz")
+    ranks = {pair: rank for rank, pair in enumerate(openai_tok.merges)}
+    for size in (49, 60, 200, 700):  # the heap path (longer than tk.SHORT_PIECE)
+        word = "".join(rng.choice(letters, size=size))
+        expected = [openai_tok.encoder[s] for s in openai_style_bpe(ranks, word)]
+        assert openai_tok._bpe(word) == expected, size
+
+    def seconds(n):
+        word = "".join(rng.choice(letters, size=n))
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            ids = openai_tok._bpe(word)
+            best = min(best, time.perf_counter() - start)
+        assert openai_tok.decode(ids) == word + " "
+        return best
+    small, large = seconds(4_000), seconds(16_000)
+    # 4x the letters: n log n gives ~4.6x the time, the old quadratic loop 16x
+    assert large / small < 9, f"4,000 letters {small:.3f} s, 16,000 letters {large:.3f} s"
+
+
+def test_piece_cache_is_bounded(monkeypatch):
+    tok = Tokenizer([("a", "b")])
+    monkeypatch.setattr(tok, "CACHE_SIZE", 100)
+    words = [f"w{chr(0x4e00 + k)}" for k in range(1000)]  # 1000 distinct pieces
+    first = tok.encode(" ".join(words))
+    assert len(tok._cache) == 100
+    assert tok.encode(" ".join(words)) == first  # evicted pieces are merged again, the same
+    assert tok.encode("<|endoftext|>") == [tok.eot_token]  # specials never evicted
+    assert Tokenizer.CACHE_SIZE == 65536
+
+
+def test_lone_surrogate_becomes_the_replacement_character_as_in_openai():
+    # OpenAI's basic_clean runs ftfy.fix_text, which turns a lone surrogate (no UTF-8
+    # bytes exist for it) into U+FFFD; miniclip does the same instead of failing
+    tok = Tokenizer([])
+    assert tok.encode("a photo of a \udcff cat") == tok.encode("a photo of a \ufffd cat")

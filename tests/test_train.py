@@ -136,7 +136,7 @@ def test_cli_defaults_are_train_config_defaults(tmp_path, monkeypatch):
     """`python -m miniclip train` with no flags trains exactly TrainConfig()."""
     seen = {}
 
-    def fake_train(cfg, resume=False, progress=True):
+    def fake_train(cfg, resume=False, progress=True, **options):
         seen["cfg"] = cfg
         return {"interrupted": True}
 

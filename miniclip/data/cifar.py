@@ -15,21 +15,32 @@ Two kinds of source are read:
 Where it looks, in order: `root` (a folder holding the files, or the path of
 one archive / image folder), else $MINICLIP_DATA, then the cache folder
 ($MINICLIP_CACHE, default ~/.cache/miniclip). Each source is decoded once to
-<cache>/<source name>/{train,test}_{images,labels}.npy; later loads memory-map
-those files (read-only arrays, ready in milliseconds). Delete that folder to
-decode again.
+<cache>/<source name>/{train,test}_{images,labels}.npy, with source.json
+beside them (the source's path, size, mtime and md5); later loads memory-map
+those files (read-only arrays, ready in milliseconds) while the source is
+unchanged, and decode again when it changed.
+
+Nothing damaged is cached: the whole archive is read (so gzip's CRC is
+checked), the official archives' md5 is checked whenever they are decoded,
+and each split must have CIFAR's size and per-class counts (50,000 / 10,000
+images; 5,000 / 1,000 per class for CIFAR-10, 500 / 100 for CIFAR-100).
 """
+import gzip
+import hashlib
 import io
+import json
 import os
 import pickle
 import posixpath
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from miniclip.checkpoint import atomic_write
+from miniclip.data.transforms import to_8bit
 from miniclip.download import cache_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -75,6 +86,14 @@ OFFICIAL = {
 }
 IMAGE_FOLDER = {"cifar10": "cifar10-jpeg", "cifar100": "cifar100-jpeg"}  # + .tar.gz or a folder
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+# What a complete copy holds: split -> (images, images per class). Checked on every decode.
+SPLIT_SIZES = {"cifar10": {"train": (50000, 5000), "test": (10000, 1000)},
+               "cifar100": {"train": (50000, 500), "test": (10000, 100)}}
+
+
+class DataError(ValueError):
+    """A data source that is damaged or incomplete (nothing is cached from it)."""
 
 
 # ----------------------------------------------------------------------------
@@ -123,17 +142,83 @@ def unpickle(data, source):
 
 
 # ----------------------------------------------------------------------------
+# Reading a whole archive, so that damage cannot pass unseen
+# ----------------------------------------------------------------------------
+class _HashingReader(io.RawIOBase):
+    """A read-only file that feeds every byte it hands out to an md5."""
+
+    def __init__(self, raw):
+        self.raw, self.md5 = raw, hashlib.md5()
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = self.raw.readinto(buffer)
+        self.md5.update(memoryview(buffer)[:n])
+        return n
+
+
+def _damaged(path, problem):
+    return DataError(f"{path} is damaged ({problem}): nothing was cached from it. Delete it and "
+                     f"download or copy it again")
+
+
+def iter_tar(path, wanted, md5=None):
+    """Yield (member name, bytes) of the regular members for which wanted(name) is true.
+
+    The whole file is read, to its last byte, in one streaming pass: a gzip
+    stream's CRC-32 and length are checked at its end (a truncated or
+    bit-flipped archive fails here instead of yielding fewer or wrong images),
+    and the md5 of the file is compared with `md5` when one is given.
+    Raises DataError naming the file and what is wrong with it.
+    """
+    with open(path, "rb") as raw:
+        reader = io.BufferedReader(_HashingReader(raw), 1 << 20)
+        stream = gzip.GzipFile(fileobj=reader, mode="rb") if reader.peek(2)[:2] == b"\x1f\x8b" else reader
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.isfile() and wanted(member.name):
+                        yield member.name, tar.extractfile(member).read()
+            while stream.read(1 << 20):  # the rest: tar padding, then gzip's CRC and length
+                pass
+            while reader.read(1 << 20):
+                pass
+        except (EOFError, gzip.BadGzipFile, zlib.error, tarfile.TarError) as err:
+            raise _damaged(path, f"{type(err).__name__}: {err}") from None
+        digest = reader.raw.md5.hexdigest()
+    if md5 is not None and digest != md5:
+        raise _damaged(path, f"its md5 is {digest}, the official archive's is {md5}")
+
+
+def check_counts(labels, name, split, source):
+    """Refuse a split whose size or per-class counts are not CIFAR's (a truncated source)."""
+    total, per_class = SPLIT_SIZES[name][split]
+    counts = np.bincount(labels, minlength=len(OFFICIAL[name]["classes"]))
+    if len(labels) != total or not np.all(counts == per_class):
+        empty = int(np.sum(counts == 0))
+        raise DataError(
+            f"{source}: its {split} split holds {len(labels)} images ({empty} classes empty, "
+            f"per class {counts.min()}..{counts.max()}); {OFFICIAL[name]['title']} has {total}, "
+            f"{per_class} per class. The source is incomplete: nothing was cached from it; get "
+            f"it again (or pass verify=False to load a partial copy on purpose)")
+
+
+# ----------------------------------------------------------------------------
 # Decoding the two kinds of source
 # ----------------------------------------------------------------------------
-def read_official_archive(path, name):
-    """The official python archive -> {split: (images uint8 (N, 32, 32, 3), labels int64 (N,))}."""
+def read_official_archive(path, name, verify=True):
+    """The official python archive -> {split: (images uint8 (N, 32, 32, 3), labels int64 (N,))}.
+
+    verify: check the archive's md5 against the official one (read in the same pass).
+    """
     info = OFFICIAL[name]
     pickles = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            base = posixpath.basename(member.name)
-            if member.isfile() and base in info["train"] + info["test"] + [info["meta"]]:
-                pickles[base] = unpickle(tar.extractfile(member).read(), f"{path}:{member.name}")
+    names = info["train"] + info["test"] + [info["meta"]]
+    for member, data in iter_tar(path, lambda n: posixpath.basename(n) in names,
+                                 md5=info["md5"] if verify else None):
+        pickles[posixpath.basename(member)] = unpickle(data, f"{path}:{member}")
     missing = [b for b in info["train"] + info["test"] if b not in pickles]
     if missing:
         raise ValueError(f"{path} is not a complete {info['title']} python archive: "
@@ -143,6 +228,13 @@ def read_official_archive(path, name):
         if found != info["classes"]:
             raise ValueError(f"{path}: its class names {found[:5]}... are not the "
                              f"{info['title']} classes {info['classes'][:5]}...")
+    for b in info["train"] + info["test"]:
+        batch = pickles[b]
+        for key in (b"data", info["labels"]):
+            if not isinstance(batch, dict) or key not in batch:
+                raise DataError(f"{path}: the batch {b} has no {key.decode()!r} entry: not an "
+                                f"official {info['title']} batch. Get the archive again from "
+                                f"{info['url']}")
     out = {}
     for split in ("train", "test"):
         batches = [pickles[b] for b in info[split]]
@@ -162,10 +254,7 @@ def _image_files(path):
             if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS:
                 yield file.relative_to(path).as_posix(), file.read_bytes()
         return
-    with tarfile.open(path, "r|*") as tar:  # streaming: one pass, no seeks, no extraction
-        for member in tar:
-            if member.isfile() and posixpath.splitext(member.name)[1].lower() in IMAGE_EXTENSIONS:
-                yield member.name, tar.extractfile(member).read()
+    yield from iter_tar(path, lambda n: posixpath.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
 
 
 def class_index(folder, classnames, source):
@@ -185,15 +274,16 @@ def read_image_folder(path, classnames):
     Within a split, images are ordered by file name.
     """
     found = {"train": [], "test": []}
-    for name, data in _image_files(path):
+    files = list(_image_files(path))  # the whole archive first: its CRC is checked before decoding
+    for name, data in files:
         parts = name.split("/")
         if len(parts) < 3 or parts[-3] not in found:
             raise ValueError(f"{path}: {name} is not laid out as {{train,test}}/<class>/<image>")
         label = class_index(parts[-2], classnames, path)
         try:
-            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except OSError as err:
-            raise ValueError(f"{path}: cannot decode {name}: {err}") from None
+            image = np.asarray(to_8bit(Image.open(io.BytesIO(data))).convert("RGB"))
+        except (OSError, Image.DecompressionBombError) as err:
+            raise DataError(f"{path}: cannot decode {name}: {err}") from None
         if image.shape != (32, 32, 3):
             raise ValueError(f"{path}: {name} is {image.shape[1]}x{image.shape[0]}, CIFAR images "
                              f"are 32x32; resize them, or load them with CsvDataset")
@@ -267,13 +357,65 @@ def _not_found(name, root):
         f"  2. allow the download ({info['size']}): load_cifar(..., download=True).")
 
 
-def load_cifar(name, split, root=None, download=True):
+def _stamp(path):
+    """{size, mtime_ns} of a source file, or of the newest file in a source folder, plus file count."""
+    path = Path(path)
+    if path.is_file():
+        st = path.stat()
+        return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    files = [f.stat() for f in path.rglob("*") if f.is_file()]
+    return {"source": str(path.resolve()), "size": sum(f.st_size for f in files),
+            "mtime_ns": max((f.st_mtime_ns for f in files), default=0), "files": len(files)}
+
+
+def _file_md5(path):
+    md5 = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            md5.update(block)
+    return md5.hexdigest()
+
+
+def _cache_is_current(folder, path, split):
+    """True when `folder` holds a finished decode of `path` as it is now.
+
+    The cache's source.json records the source's size, mtime and md5. Size and
+    mtime equal -> current. Otherwise the md5 decides (a copied or touched file
+    with the same bytes keeps its cache; a changed one is decoded again).
+    """
+    stamp_file = folder / "source.json"
+    if not ((folder / f"{split}_images.npy").is_file() and (folder / f"{split}_labels.npy").is_file()
+            and stamp_file.is_file()):
+        return False
+    try:
+        recorded = json.loads(stamp_file.read_text())
+    except ValueError:
+        return False
+    now = _stamp(path)
+    if all(recorded.get(k) == v for k, v in now.items() if k != "source"):
+        return True
+    if Path(path).is_file() and recorded.get("md5") and recorded["md5"] == _file_md5(path):
+        _save_stamp(folder, dict(now, md5=recorded["md5"]))
+        return True
+    return False
+
+
+def _save_stamp(folder, stamp):
+    text = json.dumps(stamp, indent=1) + "\n"
+    atomic_write(folder / "source.json", lambda f: f.write(text.encode("utf-8")))
+
+
+def load_cifar(name, split, root=None, download=True, verify=True):
     """(images uint8 (N, 32, 32, 3), labels int64 (N,), classnames) for CIFAR-10 or -100.
 
     name: 'cifar10' | 'cifar100'; split: 'train' | 'test'. root: a folder to
     look in instead of $MINICLIP_DATA and the cache, or the path of an archive
     or image folder. download: fetch the official archive into the cache when
     no source is found. The images are a read-only memory map of the cache.
+    verify: when decoding, check the official archive's md5 and that each
+    split has CIFAR's size and per-class counts (False: a partial copy of your
+    own is accepted). A damaged source raises DataError and nothing is cached.
+    The cache is keyed to its source: a changed source file is decoded again.
     """
     if name not in OFFICIAL:
         raise ValueError(f"unknown dataset {name!r}: use 'cifar10' or 'cifar100'")
@@ -293,17 +435,25 @@ def load_cifar(name, split, root=None, download=True):
         source = ("official", fetch(info["url"], cache_dir() / info["file"], md5=info["md5"]))
 
     kind, path = source
-    folder = cache_dir() / _cache_name(path)
+    folder = path if kind == "cached" else cache_dir() / _cache_name(path)
     images_file, labels_file = folder / f"{split}_images.npy", folder / f"{split}_labels.npy"
-    if not (images_file.is_file() and labels_file.is_file()):
+    if kind != "cached" and not _cache_is_current(folder, path, split):
+        stamp = _stamp(path)  # before reading: a source changed meanwhile is not trusted
         if kind == "official":
-            splits = read_official_archive(path, name)
+            splits = read_official_archive(path, name, verify=verify)
         else:
             splits = read_image_folder(path, info["classes"])
+        if verify:
+            for s, (_, labels) in splits.items():
+                check_counts(labels, name, s, path)
+        if Path(path).is_file():
+            stamp["md5"] = _file_md5(path)
         folder.mkdir(parents=True, exist_ok=True)
-        for s, (images, labels) in splits.items():  # labels first: images mark a finished cache
+        (folder / "source.json").unlink(missing_ok=True)  # the stamp marks a finished cache
+        for s, (images, labels) in splits.items():
             _save(folder / f"{s}_labels.npy", labels)
             _save(folder / f"{s}_images.npy", images)
+        _save_stamp(folder, stamp)
     images = np.load(images_file, mmap_mode="r")
     labels = np.load(labels_file)
     return images, labels, list(info["classes"])

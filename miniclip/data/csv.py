@@ -51,6 +51,13 @@ class CsvDataset:
             try:
                 with Image.open(file) as raw:
                     image = resize_and_crop(raw, image_size).convert("RGB")  # decodes the file
+            except Image.DecompressionBombError as err:  # more pixels than Pillow's limit allows
+                if on_error == "fail":
+                    raise ValueError(f"{self.path} line {line}: the image {file} is too large to "
+                                     f"decode safely ({err}). Shrink or remove it, or pass "
+                                     f"on_error='skip' to leave such images out") from None
+                self.skipped.append(str(file))
+                continue
             except (OSError, SyntaxError, ValueError) as err:  # missing, not an image, truncated
                 if on_error == "fail":
                     raise ValueError(f"{self.path} line {line}: cannot read the image {file}: "

@@ -27,16 +27,54 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 def resize_and_crop(image, size):
     """Shorter side to `size` (bicubic), then the central size x size square.
 
-    image: a PIL.Image of any mode; returns a PIL.Image (size, size), same mode.
+    image: a PIL.Image of any mode; returns a PIL.Image (size, size), same mode
+    (16-bit and float modes come back as 8-bit 'L', see to_8bit).
+
+    Beyond an aspect ratio of MAX_ASPECT, only the part that survives the
+    crop is resampled: Pillow's resize(box=) maps the crop window back onto
+    the source and samples it with the same bicubic filter (taps outside the
+    box are still read), so the work stays ~size² however extreme the aspect
+    ratio (a 1 x 1,000,000 image would otherwise become 32 x 32,000,000).
     """
+    image = to_8bit(image)
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)  # torchvision's int(), not round()
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    image = image.resize((new_w, new_h), Image.BICUBIC)  # Pillow returns a copy when unchanged
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
+    if new_long <= MAX_ASPECT * size:  # the usual case: exactly OpenAI's resize, then crop
+        image = image.resize((new_w, new_h), Image.BICUBIC)  # Pillow returns a copy when unchanged
+        return image.crop((left, top, left + size, top + size))
+    sx, sy = w / new_w, h / new_h  # source pixels per resized pixel
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return image.resize((size, size), Image.BICUBIC, box=box)
+
+
+# Above this aspect ratio only the crop window is resampled (work ~size², not size² x aspect);
+# its pixels can differ from resize-then-crop by one level (Pillow rounds its weights per box).
+MAX_ASPECT = 4
+
+
+def to_8bit(image):
+    """16-bit and float images -> 8-bit 'L', scaled, not clipped; other modes unchanged.
+
+    Pillow's convert('RGB') clips these to 0..255, so a 16-bit PNG turns white
+    and a float TIFF black. Here: 16-bit (I;16*, and 'I', which Pillow uses
+    for 16-bit PNGs) v -> round(v / 257) (0..65535 -> 0..255); float ('F')
+    in [0, 1] -> round(255 v), a float image with values above 1 is taken
+    as 0..255; out-of-range values are clipped.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        x = np.asarray(image).astype(np.float64) / 257.0  # 65535 / 255 = 257
+    elif image.mode == "F":
+        x = np.asarray(image).astype(np.float64)
+        x = np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
+        if x.size and x.max() <= 1.0:
+            x = x * 255.0
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8), mode="L")
 
 
 class Preprocess:
