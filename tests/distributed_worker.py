@@ -1,0 +1,69 @@
+"""Run by tests/test_distributed.py under `mpiexec -n W` (and alone, W = 1).
+
+One float64 training step of the micro CLIP on a fixed global batch, through
+miniclip.distributed: every rank takes its rows, the loss is gathered, the
+gradients averaged. Rank 0 writes the loss, the gradients and the parameters
+after one AdamW step to OUT (an .npz); every rank checks that its gradients
+equal rank 0's.
+
+    mpiexec -n 2 python tests/distributed_worker.py OUT.npz [--accum-freq K] [--positives]
+"""
+import argparse
+
+import numpy as np
+
+from miniclip.distributed import (ContrastiveStep, batch_rows, broadcast_parameters,
+                                  check_parameters_identical, communicator)
+from miniclip.model import CLIP
+from miniclip.optim import AdamW
+
+GLOBAL_BATCH = 8
+
+
+def fixed_batch(config, seed=0):
+    """A global batch of GLOBAL_BATCH random images and token ids (float64), and groups."""
+    rng = np.random.default_rng(seed)
+    R, C = config.image_resolution, config.context_length
+    images = rng.standard_normal((GLOBAL_BATCH, 3, R, R))
+    ids = rng.integers(1, config.vocab_size - 1, size=(GLOBAL_BATCH, C))
+    ids[:, -1] = config.vocab_size - 1                       # end-of-text: the largest id
+    groups = np.array([0, 1, 2, 0, 3, 1, 4, 5])              # a few pairs share a meaning
+    return images, ids, groups
+
+
+def one_step(comm, accum_freq=1, use_positives=False, dtype=np.float64, diverge=False):
+    model = CLIP("micro", seed=0).astype(dtype)
+    broadcast_parameters(model, comm)
+    optimizer = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    images, ids, groups = fixed_batch(model.config)
+    rows = batch_rows(GLOBAL_BATCH, comm, accum_freq)
+    step = ContrastiveStep(model, comm, accum_freq)
+    optimizer.zero_grad()
+    result = step(images[rows], ids[rows], groups[rows] if use_positives else None)
+    grads = {name: np.array(p.grad) for name, p in model.named_parameters()}
+    optimizer.step()
+    if diverge and comm.rank == 1:
+        model.logit_scale.data += 1e-6                       # a rank that drifted
+    check_parameters_identical(model, comm, step=1)
+    params = {name: np.array(p.data) for name, p in model.named_parameters()}
+    return result, grads, params
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--accum-freq", type=int, default=1)
+    parser.add_argument("--positives", action="store_true")
+    parser.add_argument("--diverge", action="store_true", help="rank 1 changes a parameter")
+    args = parser.parse_args()
+    comm = communicator(distributed=True)
+    result, grads, params = one_step(comm, args.accum_freq, args.positives, diverge=args.diverge)
+    if comm.rank == 0:
+        np.savez(args.out, loss=result.loss, acc_i2t=result.acc_i2t, acc_t2i=result.acc_t2i,
+                 world_size=comm.world_size,
+                 **{f"grad/{k}": v for k, v in grads.items()},
+                 **{f"param/{k}": v for k, v in params.items()})
+
+
+if __name__ == "__main__":
+    main()
