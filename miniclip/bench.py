@@ -1,4 +1,4 @@
-"""`python -m miniclip bench [autograd|model|train|tokenizer|data|all]`.
+"""`python -m miniclip bench [autograd|model|train|tokenizer|data|distributed|all]`.
 
 Speed and memory goals live here, never in timed tests. Each benchmark
 prints what it measured; figures depend on the machine (report it with them).
@@ -89,8 +89,14 @@ def bench_data(report=print):
     report(f"data: one augmented epoch through the loader: {n / seconds:,.0f} images/s")
 
 
+def bench_distributed(report=print):
+    """1 process × 2 threads against 2 MPI ranks × 1 thread (needs the distributed extra)."""
+    from miniclip import bench_distributed
+    bench_distributed.run(report=report)
+
+
 BENCHES = {"autograd": bench_autograd, "model": bench_model, "tokenizer": bench_tokenizer,
-           "data": bench_data}
+           "data": bench_data, "distributed": bench_distributed}
 
 
 def main(what=("all",)):

@@ -10,6 +10,8 @@ TRAIN_EXAMPLES = """examples:
   python -m miniclip train --dataset csv:my_pairs.tsv --epochs 20
   python -m miniclip train --name quick --resume            # continue a stopped run
   MINICLIP_DEVICE=cuda python -m miniclip train --dataset cifar100 --model small --epochs 30
+  OMP_NUM_THREADS=1 mpiexec -n 2 python -m miniclip train --batch-size 256   # 2 processes x 128 rows
+  python -m miniclip train --batch-size 1024 --accum-freq 8   # gradient caching: 8 chunks of 128
 """
 
 EVAL_EXAMPLES = """examples:
@@ -53,6 +55,13 @@ def _parser():
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
     t.add_argument("--eval-every", type=int, help="steps between evaluations")
+    t.add_argument("--log-every", type=int, help="steps between lines of metrics.jsonl")
+    t.add_argument("--accum-freq", type=int,
+                   help="gradient caching: encode each process's rows in this many chunks "
+                        "(the big batch's gradient with one chunk's activation memory)")
+    t.add_argument("--distributed", action="store_true", default=None,
+                   help="train over MPI (found by itself when started by mpiexec -n N > 1; "
+                        "needs pip install -e \".[distributed]\"); --batch-size is the global batch")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", epilog=EVAL_EXAMPLES,
@@ -73,7 +82,7 @@ def _parser():
 
     b = sub.add_parser("bench", help="speed and memory benchmarks")
     b.add_argument("what", nargs="*", default=["all"],
-                   help="autograd | model | train | tokenizer | data | all")
+                   help="autograd | model | train | tokenizer | data | distributed | all")
 
     k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary")
     k.add_argument("text", nargs="*", help="text to encode")
@@ -92,7 +101,11 @@ def _train(args):
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       device=args.device, out=args.out, name=args.name, seed=args.seed,
                       augment=args.augment, tokenizer=args.tokenizer,
-                      eval_every=args.eval_every, train_size=args.train_size)
+                      eval_every=args.eval_every, train_size=args.train_size,
+                      distributed=args.distributed)
+    for name in ("log_every", "accum_freq"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     cfg.steps, cfg.epochs, cfg.time_budget = args.steps, args.epochs, args.time_budget
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
         if args.dataset == "shapes":
@@ -104,6 +117,8 @@ def _train(args):
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130
+    if "rank" in summary:                   # another process of a distributed run: rank 0 reports
+        return 0
     _print_summary(summary)
     return 0
 

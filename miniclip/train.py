@@ -11,6 +11,14 @@
 
 Around the loop: a run folder (runs/<name>/) with config.json, metrics.jsonl,
 checkpoints (atomic, resumable), summary.json and plots.
+
+On several processes (`mpiexec -n N python -m miniclip train ...`) the three
+lines model / clip_loss / backward become one `step(...)` of
+miniclip.distributed: each rank encodes its B/N rows of the global batch,
+the loss is computed on features gathered from every rank, and the gradients
+are averaged, so every rank takes the same optimiser step. Rank 0 alone
+writes the run folder and prints. `--accum-freq K` (gradient caching) runs
+the same step in K chunks per rank.
 """
 import contextlib
 import dataclasses
@@ -24,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from miniclip import backend
+from miniclip import backend, distributed
 from miniclip.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from miniclip.data.loader import DataLoader
 from miniclip.evaluate import (encode_images, encode_texts, recall_at_k, zero_shot_accuracy,
                                zero_shot_classifier)
-from miniclip.loss import batch_accuracy, clip_loss
 from miniclip.model import CLIP, get_config
 from miniclip.optim import (AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)
@@ -66,6 +73,8 @@ class TrainConfig:
     eval_every: int | None = None      # steps between evaluations (default: 5 per run)
     checkpoint_every: int = 200
     eval_images: int = 2000            # test images for the periodic (not final) evaluation
+    accum_freq: int = 1                # gradient caching: each process encodes its rows in K chunks
+    distributed: bool | None = None    # None: over MPI when mpiexec started several processes
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,17 +196,13 @@ def check_config(cfg, model_config):
 
 # ---- the run --------------------------------------------------------------------------
 
-def positives_matrix(groups, xp):
-    """Soft targets (B, B): row i spreads 1 over the pairs j that mean the same as i."""
-    same = (groups[:, None] == groups[None, :]).astype(np.float32)
-    return xp.asarray(same / same.sum(axis=1, keepdims=True))
-
-
 def train(cfg, resume=False, progress=True):
     """Train a CLIP as `cfg` says; returns the summary dict (also in summary.json)."""
     device = backend.default_device() if cfg.device == "auto" else cfg.device
     backend.check_device(device)
-    xp = backend.xp_for(device)
+    comm = distributed.communicator(cfg.distributed)    # one process, or this rank of N
+    main = comm.is_main                                  # rank 0 writes files and prints
+    rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)   # my rows of each batch
     tokenizer = Tokenizer.from_file(cfg.tokenizer) if cfg.tokenizer else Tokenizer.default()
     model_config = dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
                                        image_resolution=cfg.image_size)
@@ -213,78 +218,98 @@ def train(cfg, resume=False, progress=True):
                         lambda texts: tokenize(texts, model_config.context_length, truncate=True,
                                                tokenizer=tokenizer),
                         cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        augment=cfg.dataset != "shapes" if cfg.augment is None else cfg.augment)
+                        augment=cfg.dataset != "shapes" if cfg.augment is None else cfg.augment,
+                        rows=rows)
+    step_fn = distributed.ContrastiveStep(model, comm, cfg.accum_freq)
     per_epoch = len(loader)
     total_steps = cfg.steps or (math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None)
     eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)
 
     step, elapsed_before, history = 0, 0.0, []
-    if resume and last_ckpt.exists():
-        state = load_checkpoint(last_ckpt)
+    # rank 0 reads the checkpoint (written by a run on any number of processes) for everyone
+    state = comm.broadcast_object(load_checkpoint(last_ckpt) if main and resume and
+                                  last_ckpt.exists() else None)
+    if state is not None:
         model.load_state_dict(state["params"])
         optimizer.load_state_dict(state["optim"])
         step, elapsed_before = state["meta"]["step"], state["meta"]["elapsed"]
-        print(f"resumed from {last_ckpt} at step {step}")
-    elif resume:
+        if main:
+            print(f"resumed from {last_ckpt} at step {step}")
+    elif resume and main:
         print(f"nothing to resume in {run_dir}: starting afresh")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
-         "tokenizer": cfg.tokenizer or "miniclip default (data/miniclip_bpe.txt.gz)"},
-        indent=2))
-    if step == 0:
-        (run_dir / "metrics.jsonl").write_text("")
+    distributed.broadcast_parameters(model, comm)       # every rank starts from rank 0's model
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
+             "tokenizer": cfg.tokenizer or "miniclip default (data/miniclip_bpe.txt.gz)",
+             "processes": comm.world_size}, indent=2))
+        if step == 0:
+            (run_dir / "metrics.jsonl").write_text("")
 
     def log(record):
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def checkpoint():
-        save_checkpoint(last_ckpt, model, optimizer, {
-            "step": step, "elapsed": elapsed_before + time.perf_counter() - start,
-            "config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
-            "tokenizer_merges": tokenizer.merges})      # the checkpoint carries its vocabulary
+        distributed.check_parameters_identical(model, comm, step)
+        if main:
+            save_checkpoint(last_ckpt, model, optimizer, {
+                "step": step, "elapsed": elapsed_before + time.perf_counter() - start,
+                "config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
+                "tokenizer_merges": tokenizer.merges,   # the checkpoint carries its vocabulary
+                "processes": comm.world_size})
+
+    def evaluate(limit=None):
+        """Rank 0 evaluates; the other ranks wait (asleep) until it is done."""
+        result = task.evaluate(model, tokenizer, limit) if main else None
+        comm.barrier()
+        return result
 
     def progress_fraction():
         if cfg.time_budget:
             return (elapsed_before + time.perf_counter() - start) / (60 * cfg.time_budget)
         return step / total_steps
 
-    bar = _progress_bar(total_steps, step, progress)
+    def agreed_progress():
+        """(fraction of the run done, stop?): rank 0's clock and anyone's Ctrl-C, on every rank."""
+        return distributed.agree(comm, progress_fraction(), stop.requested)
+
+    bar = _progress_bar(total_steps, step, progress and main)
     start = time.perf_counter()
     seen = 0
     with _stop_on_ctrl_c() as stop:
-        while progress_fraction() < 1.0 and not stop.requested:
+        fraction, stopping = agreed_progress()
+        while fraction < 1.0 and not stopping:
             epoch, first_batch = divmod(step, per_epoch)
             for images, ids, indices in loader.iter_epoch(epoch, start_batch=first_batch):
                 # lr for this step: warmup then cosine, by steps or by the clock
-                fraction = min(progress_fraction(), 1.0)
-                lr = cosine_schedule(fraction, 1.0, cfg.warmup, cfg.lr)
+                lr = cosine_schedule(min(fraction, 1.0), 1.0, cfg.warmup, cfg.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
                 x, t = backend.to_device(images, device), backend.to_device(ids, device)
-                logits_per_image, logits_per_text = model(x, t)
-                positives = (positives_matrix(task.groups[indices], xp)
-                             if cfg.class_positives else None)
-                loss = clip_loss(logits_per_image, logits_per_text, positives)
-                loss_value = float(loss.item())
+                optimizer.zero_grad()
+                # both towers, the contrastive loss and loss.backward(), for the whole global
+                # batch: model(x, t) -> clip_loss -> backward on one process; over N processes
+                # each encodes its rows and the loss is gathered (miniclip/distributed/)
+                result = step_fn(x, t, task.groups[indices] if cfg.class_positives else None)
+                loss_value = result.loss
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"loss is {loss_value} at step {step + 1}. The last good checkpoint is "
                         f"{last_ckpt if last_ckpt.exists() else '(none yet)'}. Lower --lr, or "
                         "rerun a few steps under miniclip.autograd.detect_anomaly() to find "
                         "the first op that made NaN/Inf.")
-                optimizer.zero_grad()
-                loss.backward()
                 grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 clamp_logit_scale(model)
                 step += 1
-                seen += len(indices)
+                seen += len(indices) * comm.world_size          # pairs of the global batch
 
                 if step % cfg.log_every == 0 or step == 1:
-                    i2t, t2i = batch_accuracy(logits_per_image)
+                    i2t, t2i = result.acc_i2t, result.acc_t2i
                     rate = seen / (time.perf_counter() - start)
                     record = {"step": step, "epoch": epoch, "loss": loss_value,
                               "acc_i2t": i2t, "acc_t2i": t2i, "lr": lr, "grad_norm": grad_norm,
@@ -299,24 +324,29 @@ def train(cfg, resume=False, progress=True):
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
                 if step % eval_every == 0:
-                    log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
-                if progress_fraction() >= 1.0 or stop.requested:
+                    log({"step": step, "eval": evaluate(cfg.eval_images)})
+                fraction, stopping = agreed_progress()
+                if fraction >= 1.0 or stopping:
                     break
     bar.close()
     train_seconds = time.perf_counter() - start
     wall = elapsed_before + train_seconds
-    if stop.requested:
+    if stopping:
         checkpoint()
-        print(f"\ninterrupted at step {step}: checkpoint written to {last_ckpt}; "
-              "continue with --resume")
+        if main:
+            print(f"\ninterrupted at step {step}: checkpoint written to {last_ckpt}; "
+                  "continue with --resume")
         return {"interrupted": True, "steps": step, "checkpoint": str(last_ckpt)}
     checkpoint()
-    final = task.evaluate(model, tokenizer)
+    final = evaluate()
+    if not main:                        # the other ranks' work is done; rank 0 reports
+        return {"rank": comm.rank, "steps": step, "processes": comm.world_size}
     log({"step": step, "eval": final, "final": True})
     summary = {"zero_shot_accuracy": final[task.headline], "steps": step,
                "wall_seconds": round(wall, 2),
                "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
                "dataset": cfg.dataset, "model": cfg.model, "device": device,
+               "processes": comm.world_size, "accum_freq": cfg.accum_freq,
                "final_loss": history[-1]["loss"] if history else None,
                "evaluation": final, "checkpoint": str(last_ckpt)}
     atomic_write(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))

@@ -1,14 +1,19 @@
-"""Run by tests/test_distributed.py under `mpiexec -n W` (and alone, W = 1).
+"""Run by tests/test_distributed.py under `mpiexec -n W` (the functions also run in-process, W = 1).
 
-One float64 training step of the micro CLIP on a fixed global batch, through
-miniclip.distributed: every rank takes its rows, the loss is gathered, the
-gradients averaged. Rank 0 writes the loss, the gradients and the parameters
-after one AdamW step to OUT (an .npz); every rank checks that its gradients
-equal rank 0's.
+    mpiexec -n 2 python tests/distributed_worker.py step OUT.npz [--accum-freq K] [--positives] [--diverge]
+    mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K]
 
-    mpiexec -n 2 python tests/distributed_worker.py OUT.npz [--accum-freq K] [--positives]
+step:  one float64 training step of the micro CLIP on a fixed global batch, through
+       miniclip.distributed: every rank takes its rows, the loss is gathered, the gradients
+       averaged. Rank 0 writes the loss, the gradients and the parameters after one AdamW
+       step to OUT.npz; every rank checks that its parameters equal rank 0's (--diverge:
+       rank 1 changes one first, and the check must stop the run).
+train: the test suite's small shapes run (train_config below) through miniclip.train.train;
+       --stop-after K: Ctrl-C on rank 0 only, during step K (the run must stop on every rank
+       after that step and write a checkpoint).
 """
 import argparse
+import signal
 
 import numpy as np
 
@@ -49,13 +54,49 @@ def one_step(comm, accum_freq=1, use_positives=False, dtype=np.float64, diverge=
     return result, grads, params
 
 
+def train_config(out, name, **overrides):
+    """20 steps of the micro CLIP on 256 shapes, batch 16, a loss logged every step."""
+    from miniclip.train import TrainConfig
+    settings = dict(dataset="shapes", model="micro", steps=20, batch_size=16, lr=1e-3,
+                    out=str(out), name=name, train_size=256, log_every=1, eval_every=10**9,
+                    checkpoint_every=10**9, device="cpu")
+    return TrainConfig(**{**settings, **overrides})
+
+
+def stop_during_step(k, rank_that_stops=0):
+    """Press Ctrl-C (on one rank) while step k runs, by wrapping the gradient clipping."""
+    from miniclip import train as train_module
+    real, calls = train_module.clip_grad_norm, {"n": 0}
+
+    def clip(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == k and train_module.distributed.communicator().rank == rank_that_stops:
+            signal.raise_signal(signal.SIGINT)
+        return real(params, max_norm)
+
+    train_module.clip_grad_norm = clip
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("--accum-freq", type=int, default=1)
-    parser.add_argument("--positives", action="store_true")
-    parser.add_argument("--diverge", action="store_true", help="rank 1 changes a parameter")
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("step")
+    s.add_argument("out")
+    s.add_argument("--accum-freq", type=int, default=1)
+    s.add_argument("--positives", action="store_true")
+    s.add_argument("--diverge", action="store_true", help="rank 1 changes a parameter")
+    t = sub.add_parser("train")
+    t.add_argument("out")
+    t.add_argument("name")
+    t.add_argument("--accum-freq", type=int, default=1)
+    t.add_argument("--stop-after", type=int)
     args = parser.parse_args()
+    if args.what == "train":
+        from miniclip.train import train
+        if args.stop_after:
+            stop_during_step(args.stop_after)
+        train(train_config(args.out, args.name, accum_freq=args.accum_freq), progress=False)
+        return
     comm = communicator(distributed=True)
     result, grads, params = one_step(comm, args.accum_freq, args.positives, diverge=args.diverge)
     if comm.rank == 0:

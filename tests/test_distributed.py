@@ -4,6 +4,7 @@ The MPI tests start `mpiexec -n 2` in a subprocess (tests/distributed_worker.py)
 saying why, when the `distributed` extra (mpi4py + an MPI) is not installed.
 """
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -16,11 +17,13 @@ import pytest
 import miniclip.functional as F
 from miniclip import Tensor, no_grad
 from miniclip.autograd import gradcheck
+from miniclip.checkpoint import load_checkpoint
 from miniclip.data.loader import DataLoader
 from miniclip.distributed import (Communicator, ContrastiveStep, batch_rows, communicator,
                                   gathered_clip_loss, launched_world_size, positives_rows)
 from miniclip.loss import clip_loss
 from miniclip.model import CLIP
+from miniclip.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
@@ -168,6 +171,22 @@ def run_mpi(n, *args, timeout=120):
     return done
 
 
+def assert_same_parameters(a, b, tol):
+    """Every parameter tensor: ‖a − b‖ ≤ tol ‖b‖ — except the attention key biases.
+
+    The key bias has no effect on attention (q·(k + b_k) adds q·b_k to a whole row of scores,
+    and softmax ignores that), so its true gradient is exactly 0 and its computed one is
+    rounding noise, different for any two summation orders; AdamW divides by √v and turns
+    that noise into steps of up to lr. Both runs' key biases stay at noise level.
+    """
+    assert sorted(a) == sorted(b) and len(b) == 62
+    for name, value in b.items():
+        mine, theirs = np.asarray(a[name]), np.asarray(value)
+        if name.endswith("attn.in_proj_bias"):              # rows: q | k | v -> q and v only
+            mine, theirs = mine.reshape(3, -1)[[0, 2]], theirs.reshape(3, -1)[[0, 2]]
+        assert np.linalg.norm(mine - theirs) <= tol * np.linalg.norm(theirs), name
+
+
 def assert_same_step(a, b, tol):
     """a, b: {'loss': float, 'grad/<name>': array}; equal to `tol`, relative."""
     assert abs(float(a["loss"]) - float(b["loss"])) <= tol * abs(float(b["loss"]))
@@ -181,20 +200,80 @@ def assert_same_step(a, b, tol):
 @pytest.mark.parametrize("options", [[], ["--positives"], ["--positives", "--accum-freq", "2"]],
                          ids=["plain", "positives", "positives-accum2"])
 def test_two_ranks_give_the_big_batch_gradient_float64(tmp_path, options):
-    run_mpi(2, WORKER, tmp_path / "two.npz", *options)
+    run_mpi(2, WORKER, "step", tmp_path / "two.npz", *options)
     two = dict(np.load(tmp_path / "two.npz"))
     assert int(two["world_size"]) == 2
     result, grads, params = worker.one_step(Communicator(), 1, "--positives" in options)
     assert_same_step(two, {"loss": result.loss, **{f"grad/{k}": v for k, v in grads.items()}},
                      1e-12)
     assert float(two["acc_i2t"]) == result.acc_i2t
+    assert_same_parameters({k[len("param/"):]: v for k, v in two.items() if k.startswith("param/")},
+                           params, 1e-12)
 
 
 @needs_mpi
 def test_ranks_whose_parameters_differ_are_stopped(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINICLIP_DEVICE": "cpu"}
-    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(WORKER),
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(WORKER), "step",
                            str(tmp_path / "x.npz"), "--diverge"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode != 0
     assert "the parameters of rank(s) [1] differ from rank 0's" in done.stderr
+
+
+# ---- training runs: 2 ranks x 8 rows against 1 process x 16 -------------------------------------
+
+def run_losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def run_parameters(run):
+    return load_checkpoint(run / "checkpoint.npz")["params"]
+
+
+def assert_same_run(run, reference, tol=1e-5, steps=range(1, 21)):
+    a, b = run_losses(run), run_losses(reference)
+    assert sorted(a) == sorted(b) == list(steps)
+    for step in steps:
+        assert abs(a[step] - b[step]) <= tol * b[step], (step, a[step], b[step])
+    assert_same_parameters(run_parameters(run), run_parameters(reference), tol)
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """The reference: one process, 20 steps of 16 pairs (float32)."""
+    out = tmp_path_factory.mktemp("one")
+    train(worker.train_config(out, "one"), progress=False)
+    return out / "one"
+
+
+def test_gradient_caching_trains_like_the_big_batch(one_process_run, tmp_path):
+    train(worker.train_config(tmp_path, "accum2", accum_freq=2), progress=False)
+    assert_same_run(tmp_path / "accum2", one_process_run)
+    summary = json.loads((tmp_path / "accum2" / "summary.json").read_text())
+    assert summary["accum_freq"] == 2 and summary["processes"] == 1
+
+
+@needs_mpi
+def test_two_ranks_train_like_one_process(one_process_run, tmp_path):
+    """`mpiexec -n 2 python -m miniclip train`: the same losses and parameters, rank 0 alone reports."""
+    done = run_mpi(2, "-m", "miniclip", "train", "--model", "micro", "--steps", "20",
+                   "--batch-size", "16", "--lr", "1e-3", "--train-size", "256", "--log-every", "1",
+                   "--eval-every", str(10**9), "--out", tmp_path, "--name", "two", "--no-progress")
+    assert done.stdout.count("zero-shot accuracy") == 1            # printed by rank 0 only
+    run = tmp_path / "two"
+    assert_same_run(run, one_process_run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 20
+    assert load_checkpoint(run / "checkpoint.npz")["meta"]["processes"] == 2
+
+
+@needs_mpi
+def test_a_run_stopped_on_two_ranks_resumes_on_one(one_process_run, tmp_path):
+    """Ctrl-C on rank 0 only stops both ranks after that step; one process continues exactly."""
+    run_mpi(2, WORKER, "train", tmp_path, "resumed", "--stop-after", "10")
+    assert sorted(run_losses(tmp_path / "resumed")) == list(range(1, 11))
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")["meta"]["step"] == 10
+    train(worker.train_config(tmp_path, "resumed"), resume=True, progress=False)
+    assert_same_run(tmp_path / "resumed", one_process_run)

@@ -7,6 +7,7 @@ called by every rank at the same point of the program:
     reduce_scatter_sum(g)  g: (W·b, ...) on each rank -> (b, ...): Σ over ranks of my rows of g
     all_reduce_mean(x)     x: any shape -> the mean over ranks of x (same on every rank)
     broadcast(x)           rank 0's x, on every rank
+    (and all_reduce_max, all_gather_object, broadcast_object for small bookkeeping)
     barrier()              wait until every rank got here
 
 `Communicator` is the single-process default: W = 1, every operation returns
@@ -72,6 +73,10 @@ class Communicator:
     def all_gather_object(self, obj):
         """Any picklable object -> the list of every rank's object."""
         return [obj]
+
+    def broadcast_object(self, obj):
+        """Any picklable object -> rank 0's (e.g. a checkpoint only rank 0 can read)."""
+        return obj
 
     def barrier(self):
         """Return once every rank has called barrier()."""
@@ -175,6 +180,9 @@ class MPICommunicator(Communicator):
 
     def all_gather_object(self, obj):
         return self.comm.allgather(obj)
+
+    def broadcast_object(self, obj):
+        return self.comm.bcast(obj, root=0)
 
     def barrier(self, poll_seconds=0.005):
         """A barrier that sleeps while it waits, instead of MPICH's busy polling: the

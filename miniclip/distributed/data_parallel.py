@@ -10,6 +10,7 @@ Global batch of B pairs, W ranks, K chunks per rank (--accum-freq K):
 rank r takes rows r·B/W .. (r+1)·B/W of the batch a single process would use
 (`batch_rows`), and encodes them K chunks of b = B/(W·K) rows at a time.
 
+One process, K = 1: model(images, ids), clip_loss, backward: the plain loop.
 K = 1: encode the B/W rows with the graph, gathered loss, backward.
 K > 1 (gradient caching, Gao et al. 2021, "Scaling Deep Contrastive Learning
 Batch Size under Memory Limited Setup"):
@@ -33,7 +34,7 @@ import numpy as np
 from miniclip import backend
 from miniclip.autograd.tensor import Tensor, no_grad
 from miniclip.distributed.gather import gathered_clip_loss, normalized_features
-from miniclip.loss import batch_accuracy
+from miniclip.loss import batch_accuracy, clip_loss
 
 
 def batch_rows(batch_size, comm, accum_freq=1):
@@ -85,10 +86,16 @@ class ContrastiveStep:
     def __call__(self, images, ids, groups=None):
         model, comm = self.model, self.comm
         xp = backend.get_array_module(model.logit_scale.data)
+        if comm.world_size == 1 and self.accum_freq == 1:       # one process: CLIP's own loss
+            logits_per_image, logits_per_text = model(images, ids)     # (B, B) each
+            positives = None if groups is None else positives_rows(groups, groups, xp)
+            loss = clip_loss(logits_per_image, logits_per_text, positives)
+            loss.backward()
+            return StepResult(float(loss.item()), *batch_accuracy(logits_per_image))
         positives = None
         if groups is not None:
             groups = np.asarray(groups)
-            positives = positives_rows(groups, comm.all_gather(groups), xp)
+            positives = positives_rows(groups, comm.all_gather(groups), xp)    # (B/W, B)
         if self.accum_freq == 1:
             loss, logits_i, logits_t, offset = gathered_clip_loss(
                 *normalized_features(model, images, ids), model.logit_scale, comm, positives)
