@@ -198,9 +198,14 @@ def check_config(cfg, model_config):
 
 def train(cfg, resume=False, progress=True):
     """Train a CLIP as `cfg` says; returns the summary dict (also in summary.json)."""
+    comm = distributed.communicator(cfg.distributed)    # one process, or this rank of N
+    with comm.abort_on_error():          # one rank's error must not leave the others waiting
+        return _train(cfg, comm, resume, progress)
+
+
+def _train(cfg, comm, resume, progress):
     device = backend.default_device() if cfg.device == "auto" else cfg.device
     backend.check_device(device)
-    comm = distributed.communicator(cfg.distributed)    # one process, or this rank of N
     main = comm.is_main                                  # rank 0 writes files and prints
     rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)   # my rows of each batch
     tokenizer = Tokenizer.from_file(cfg.tokenizer) if cfg.tokenizer else Tokenizer.default()

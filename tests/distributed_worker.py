@@ -2,6 +2,7 @@
 
     mpiexec -n 2 python tests/distributed_worker.py step OUT.npz [--accum-freq K] [--positives] [--diverge]
     mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K]
+    mpiexec -n 2 python tests/distributed_worker.py fail
 
 step:  one float64 training step of the micro CLIP on a fixed global batch, through
        miniclip.distributed: every rank takes its rows, the loss is gathered, the gradients
@@ -90,7 +91,15 @@ def main():
     t.add_argument("name")
     t.add_argument("--accum-freq", type=int, default=1)
     t.add_argument("--stop-after", type=int)
+    sub.add_parser("fail", help="rank 0 raises while rank 1 waits in a collective")
     args = parser.parse_args()
+    if args.what == "fail":
+        comm = communicator(distributed=True)
+        with comm.abort_on_error():
+            if comm.rank == 0:
+                raise ValueError("something went wrong on rank 0 alone")
+            comm.all_reduce_mean(np.ones(3))         # would wait for rank 0 forever
+        return
     if args.what == "train":
         from miniclip.train import train
         if args.stop_after:

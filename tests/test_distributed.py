@@ -221,6 +221,15 @@ def test_ranks_whose_parameters_differ_are_stopped(tmp_path):
     assert "the parameters of rank(s) [1] differ from rank 0's" in done.stderr
 
 
+@needs_mpi
+def test_an_error_on_one_rank_ends_every_rank():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINICLIP_DEVICE": "cpu"}
+    done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(WORKER), "fail"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0
+    assert "error on rank 0 of 2: something went wrong on rank 0 alone" in done.stderr
+
+
 # ---- training runs: 2 ranks x 8 rows against 1 process x 16 -------------------------------------
 
 def run_losses(run):

@@ -27,8 +27,11 @@ broadcasts it over MPI, and every rank builds `NcclCommunicator(W, id, rank)`;
 its allGather / reduceScatter / allReduce then replace the four array methods
 below. Neither GPU route is exercised by this project's CI (no GPU there).
 """
+import contextlib
 import os
+import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -84,6 +87,21 @@ class Communicator:
     def abort(self, code=1):
         """End every rank of the run (after an error on one of them)."""
         raise SystemExit(code)
+
+    @contextlib.contextmanager
+    def abort_on_error(self):
+        """An exception on one rank would leave the others waiting in their next collective
+        forever: with several ranks, say what happened and end them all (MPI_Abort)."""
+        try:
+            yield
+        except BaseException as err:
+            if self.world_size == 1:
+                raise
+            if not isinstance(err, (ValueError, RuntimeError, KeyError, OSError)):
+                traceback.print_exc()
+            print(f"error on rank {self.rank} of {self.world_size}: "
+                  f"{err.args[0] if err.args else type(err).__name__}", file=sys.stderr, flush=True)
+            self.abort(1)
 
     def __repr__(self):
         return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size})"
