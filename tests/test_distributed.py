@@ -68,6 +68,8 @@ def test_indivisible_batches_are_refused():
         batch_rows(7, Two())
     with pytest.raises(ValueError, match="accum_freq=3"):
         batch_rows(8, Two(), accum_freq=3)
+    with pytest.raises(ValueError, match="accum_freq=0"):
+        batch_rows(8, Two(), accum_freq=0)
 
 
 def test_loader_rows_are_those_of_the_whole_batch():

@@ -40,6 +40,8 @@ from miniclip.loss import batch_accuracy, clip_loss
 def batch_rows(batch_size, comm, accum_freq=1):
     """This rank's slice of the rows of each global batch; refuses sizes that do not split."""
     world = comm.world_size
+    if accum_freq < 1:
+        raise ValueError(f"accum_freq={accum_freq}: use 1 (no gradient caching) or more chunks")
     if batch_size % world:
         raise ValueError(f"batch_size={batch_size} does not split over {world} processes: "
                          f"every rank takes batch_size / {world} rows of each batch; use a "
