@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py under `mpiexec -n W` (the functions also run in-process, W = 1).
 
     mpiexec -n 2 python tests/distributed_worker.py step OUT.npz [--accum-freq K] [--positives] [--diverge]
-    mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K]
+    mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K] [--resume]
     mpiexec -n 2 python tests/distributed_worker.py fail
 
 step:  one float64 training step of the micro CLIP on a fixed global batch, through
@@ -91,6 +91,7 @@ def main():
     t.add_argument("name")
     t.add_argument("--accum-freq", type=int, default=1)
     t.add_argument("--stop-after", type=int)
+    t.add_argument("--resume", action="store_true")
     sub.add_parser("fail", help="rank 0 raises while rank 1 waits in a collective")
     args = parser.parse_args()
     if args.what == "fail":
@@ -104,7 +105,8 @@ def main():
         from miniclip.train import train
         if args.stop_after:
             stop_during_step(args.stop_after)
-        train(train_config(args.out, args.name, accum_freq=args.accum_freq), progress=False)
+        train(train_config(args.out, args.name, accum_freq=args.accum_freq), resume=args.resume,
+              progress=False)
         return
     comm = communicator(distributed=True)
     result, grads, params = one_step(comm, args.accum_freq, args.positives, diverge=args.diverge)

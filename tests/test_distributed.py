@@ -23,7 +23,6 @@ from miniclip.distributed import (Communicator, ContrastiveStep, batch_rows, com
                                   gathered_clip_loss, launched_world_size, positives_rows)
 from miniclip.loss import clip_loss
 from miniclip.model import CLIP
-from miniclip.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_worker as worker  # noqa: E402
@@ -164,13 +163,20 @@ needs_mpi = pytest.mark.skipif(
            "mpi4py and MPICH); CI installs it")
 
 
-def run_mpi(n, *args, timeout=120):
+def run_python(*args, ranks=None, timeout=300):
+    """python ARGS in a subprocess (under `mpiexec -n ranks` if given), one BLAS thread each:
+    on a busy machine BLAS threads waiting on each other cost far more than they bring."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MINICLIP_DEVICE": "cpu"}
-    done = subprocess.run([mpiexec(), "-n", str(n), sys.executable, *map(str, args)],
+    launcher = [mpiexec(), "-n", str(ranks)] if ranks else []
+    done = subprocess.run(launcher + [sys.executable, *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def run_mpi(n, *args):
+    return run_python(*args, ranks=n)
 
 
 def assert_same_parameters(a, b, tol):
@@ -255,12 +261,12 @@ def assert_same_run(run, reference, tol=1e-5, steps=range(1, 21)):
 def one_process_run(tmp_path_factory):
     """The reference: one process, 20 steps of 16 pairs (float32)."""
     out = tmp_path_factory.mktemp("one")
-    train(worker.train_config(out, "one"), progress=False)
+    run_python(WORKER, "train", out, "one")
     return out / "one"
 
 
 def test_gradient_caching_trains_like_the_big_batch(one_process_run, tmp_path):
-    train(worker.train_config(tmp_path, "accum2", accum_freq=2), progress=False)
+    run_python(WORKER, "train", tmp_path, "accum2", "--accum-freq", "2")
     assert_same_run(tmp_path / "accum2", one_process_run)
     summary = json.loads((tmp_path / "accum2" / "summary.json").read_text())
     assert summary["accum_freq"] == 2 and summary["processes"] == 1
@@ -286,5 +292,5 @@ def test_a_run_stopped_on_two_ranks_resumes_on_one(one_process_run, tmp_path):
     run_mpi(2, WORKER, "train", tmp_path, "resumed", "--stop-after", "10")
     assert sorted(run_losses(tmp_path / "resumed")) == list(range(1, 11))
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")["meta"]["step"] == 10
-    train(worker.train_config(tmp_path, "resumed"), resume=True, progress=False)
+    run_python(WORKER, "train", tmp_path, "resumed", "--resume")
     assert_same_run(tmp_path / "resumed", one_process_run)
