@@ -91,7 +91,8 @@ def _parser():
 
     b = sub.add_parser("bench", help="speed and memory benchmarks")
     b.add_argument("what", nargs="*", default=["all"],
-                   help="autograd | model | train | tokenizer | data | distributed | all")
+                   help="autograd | model | tokenizer | data | distributed | all "
+                        "(against PyTorch: python benchmarks/vs_torch.py)")
 
     k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary")
     k.add_argument("text", nargs="*", help="text to encode")

@@ -140,7 +140,11 @@ class ContrastiveStep:
         flat = self.comm.all_reduce_mean(flat)                  # (1/W) Σ_r
         start = 0
         for p in params:
-            p.grad = flat[start:start + p.size].reshape(p.shape)
+            mean = flat[start:start + p.size].reshape(p.shape)
+            if p.grad is None:
+                p.grad = mean
+            else:                         # in place: keeps the optimiser's flat gradient buffer
+                p.grad[...] = mean
             start += p.size
         return [float(v) for v in flat[start:]]
 

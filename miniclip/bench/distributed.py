@@ -1,6 +1,6 @@
 """One process with 2 threads (and with 1) against 2 MPI ranks with 1 thread each.
 
-    python -m miniclip bench distributed        # or: python -m miniclip.bench_distributed
+    python -m miniclip bench distributed        # or: python -m miniclip.bench.distributed
 
 Each configuration runs the same training steps (the `tiny` CLIP, random
 data, a global batch of 128, AdamW) in a fresh process; the two alternate
@@ -24,7 +24,7 @@ import numpy as np
 
 def worker(steps, batch, model_name, warmup=2):
     """Run `steps` training steps here; print one JSON line (rank 0)."""
-    from miniclip.bench_model import random_batch
+    from miniclip.bench.workloads import random_batch
     from miniclip.distributed import (ContrastiveStep, batch_rows, broadcast_parameters,
                                       communicator)
     from miniclip.model import CLIP
@@ -54,11 +54,12 @@ def worker(steps, batch, model_name, warmup=2):
             "embed_dim": model.config.embed_dim}), flush=True)
 
 
-def _launch(ranks, threads, steps, batch, model):
+def _launch(ranks, threads, steps, batch, model, warmup):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "MINICLIP_DEVICE": "cpu"}
-    command = [sys.executable, "-m", "miniclip.bench_distributed", "--worker",
-               "--steps", str(steps), "--batch", str(batch), "--model", model]
+    command = [sys.executable, "-m", "miniclip.bench.distributed", "--worker",
+               "--steps", str(steps), "--batch", str(batch), "--model", model,
+               "--warmup", str(warmup)]
     if ranks > 1:
         mpiexec = Path(sys.executable).parent / "mpiexec"
         command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks)] + command
@@ -68,7 +69,7 @@ def _launch(ranks, threads, steps, batch, model):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(report=print, steps=10, batch=128, model="tiny", rounds=3):
+def run(report=print, steps=10, batch=128, model="tiny", rounds=3, warmup=2):
     try:
         import mpi4py  # noqa: F401
     except ImportError:
@@ -79,8 +80,8 @@ def run(report=print, steps=10, batch=128, model="tiny", rounds=3):
     results = {name: [] for name in setups}
     for _ in range(rounds):                              # alternate: all see the same load
         for name, (ranks, threads) in setups.items():
-            results[name].append(_launch(ranks, threads, steps, batch, model))
-    report(f"distributed: {model} CLIP, global batch {batch}, {steps} steps after 2 warm-up, "
+            results[name].append(_launch(ranks, threads, steps, batch, model, warmup))
+    report(f"distributed: {model} CLIP, global batch {batch}, {steps} steps after {warmup} warm-up, "
            f"{rounds} alternating rounds (median); cores: {os.cpu_count()}, "
            f"load average {os.getloadavg()[0]:.1f}")
     summary = {}
@@ -111,11 +112,13 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.steps, args.batch, args.model)
+        worker(args.steps, args.batch, args.model, args.warmup)
     else:
-        run(steps=args.steps, batch=args.batch, model=args.model, rounds=args.rounds)
+        run(steps=args.steps, batch=args.batch, model=args.model, rounds=args.rounds,
+            warmup=args.warmup)
     return 0
 
 
