@@ -11,6 +11,8 @@ TRAIN_EXAMPLES = """examples:
   python -m miniclip train --dataset csv:my_pairs.tsv --epochs 20
   python -m miniclip train --name quick --resume            # continue a stopped run
   MINICLIP_DEVICE=cuda python -m miniclip train --dataset cifar100 --model small --epochs 30
+  OMP_NUM_THREADS=1 mpiexec -n 2 python -m miniclip train --batch-size 256   # 2 processes x 128 rows
+  python -m miniclip train --batch-size 1024 --accum-freq 8   # gradient caching: 8 chunks of 128
 """
 
 EVAL_EXAMPLES = """examples:
@@ -68,6 +70,14 @@ def _parser():
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
+    t.add_argument("--log-every", type=int, default=d.log_every,
+                   help="steps between lines of metrics.jsonl (default: %(default)s)")
+    t.add_argument("--accum-freq", type=int, default=d.accum_freq,
+                   help="gradient caching: encode each process's rows in this many chunks: the "
+                        "big batch's gradient with one chunk's activation memory (default: %(default)s)")
+    t.add_argument("--distributed", action="store_true", default=None,
+                   help="train over MPI (found by itself when mpiexec starts N > 1 processes; "
+                        "needs pip install -e \".[distributed]\"); --batch-size is the global batch")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", epilog=EVAL_EXAMPLES,
@@ -88,7 +98,7 @@ def _parser():
 
     b = sub.add_parser("bench", help="speed and memory benchmarks")
     b.add_argument("what", nargs="*", default=["all"],
-                   help="autograd | model | tokenizer | data | all "
+                   help="autograd | model | tokenizer | data | distributed | all "
                         "(against PyTorch: python benchmarks/vs_torch.py)")
 
     k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary")
@@ -113,6 +123,8 @@ def _train(args):
                     allow_changes=args.allow_changes)
     if summary.get("interrupted"):
         return 130
+    if "rank" in summary:                   # another process of a distributed run: rank 0 reports
+        return 0
     _print_summary(summary)
     return 0
 

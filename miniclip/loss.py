@@ -14,7 +14,7 @@ from miniclip import backend
 from miniclip.autograd.tensor import Tensor
 
 
-def clip_loss(logits_per_image, logits_per_text, positives=None):
+def clip_loss(logits_per_image, logits_per_text, positives=None, offset=0):
     """The symmetric contrastive loss (a 0-d Tensor).
 
     positives: optional (N, N) soft targets for when a batch holds several
@@ -22,24 +22,44 @@ def clip_loss(logits_per_image, logits_per_text, positives=None):
     captions that match image i. The text side uses its transpose, so its rows
     must sum to 1 too (true for "same class" matrices, which are symmetric).
     None: pair i matches only pair i (OpenAI's loss).
+
+    offset: the local loss of data-parallel training (miniclip.distributed):
+    both logits are b rows (b, N) of a global batch of N, row i's pair is
+    column offset + i, and positives are the same b rows (b, N) of the global
+    matrix, used by both sides (it is symmetric).
     """
+    rows, columns = logits_per_image.shape
     if positives is None:
         xp = backend.get_array_module(logits_per_image.data)
-        image_targets = text_targets = xp.arange(logits_per_image.shape[0])   # pair i matches pair i
+        image_targets = text_targets = xp.arange(rows) + offset       # pair i is column offset + i
     else:
         image_targets = positives.data if isinstance(positives, Tensor) else positives
         image_targets = image_targets.astype(logits_per_image.dtype, copy=False)
-        text_targets = image_targets.T
+        if tuple(image_targets.shape) != (rows, columns):
+            raise ValueError(f"positives have shape {tuple(image_targets.shape)}, the logits "
+                             f"{(rows, columns)}: give one row of targets per row of logits")
+        square = offset == 0 and rows == columns
+        text_targets = image_targets.T if square else image_targets
     return (F.cross_entropy(logits_per_image, image_targets)
             + F.cross_entropy(logits_per_text, text_targets)) / 2
 
 
-def batch_accuracy(logits_per_image):
+def batch_accuracy(logits_per_image, logits_per_text=None, offset=0):
     """(image→text, text→image) accuracy: the fraction of rows, and of columns,
-    whose largest entry is on the diagonal."""
+    whose largest entry is on the diagonal.
+
+    With logits_per_text (b, N) and an offset (a rank's rows of a global batch,
+    see clip_loss): the fractions of this rank's rows of each whose largest entry
+    is column offset + i.
+    """
     scores = logits_per_image.data if isinstance(logits_per_image, Tensor) else logits_per_image
     xp = backend.get_array_module(scores)
-    targets = xp.arange(scores.shape[0])
-    image_to_text = float((scores.argmax(axis=1) == targets).mean())
-    text_to_image = float((scores.argmax(axis=0) == targets).mean())
-    return image_to_text, text_to_image
+    if logits_per_text is None:
+        targets = xp.arange(scores.shape[0])
+        image_to_text = float((scores.argmax(axis=1) == targets).mean())
+        text_to_image = float((scores.argmax(axis=0) == targets).mean())
+        return image_to_text, text_to_image
+    text_scores = logits_per_text.data if isinstance(logits_per_text, Tensor) else logits_per_text
+    targets = xp.arange(scores.shape[0]) + offset
+    return (float((scores.argmax(axis=1) == targets).mean()),
+            float((text_scores.argmax(axis=1) == targets).mean()))

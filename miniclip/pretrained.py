@@ -29,6 +29,7 @@ Three file formats meet here:
    attention in-projection split into q/k/v and the two projections transposed.
 """
 import collections
+import io
 import json
 import math
 import os
@@ -372,6 +373,111 @@ def _cut_tensor(storage, ref, name, path):
     if ref.storage.storage_type == "BFloat16Storage":
         array = (array.astype(np.uint32) << 16).view(np.float32)  # bfloat16 = the top 16 bits of a float32
     return array
+
+
+# Writing the same format: a way out to PyTorch ----------------------------
+
+class _TorchName:
+    """A global the pickle names (torch._utils._rebuild_tensor_v2, torch.FloatStorage)
+    without importing torch: the pickler below writes it as GLOBAL 'module name'."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):            # pickle calls it only when reading, with torch
+        raise TypeError(f"{self.module}.{self.name} is a name for torch, not a function here")
+
+
+_REBUILD_TENSOR_V2 = _TorchName("torch._utils", "_rebuild_tensor_v2")
+_STORAGE_NAMES = {np.dtype(code).newbyteorder("="): _TorchName("torch", name)
+                  for name, code in _STORAGE_DTYPES.items() if name != "BFloat16Storage"}
+
+
+class _Storage:
+    """One tensor's bytes, written as archive/data/<key>; pickled as a persistent id."""
+
+    def __init__(self, key, array):
+        self.key, self.array = key, array
+
+
+class _TensorToSave:
+    """Pickles as torch's own tensors do:
+    _rebuild_tensor_v2(storage, offset 0, size, stride, requires_grad False, OrderedDict())."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def __reduce__(self):
+        shape = self.storage.array.shape
+        stride = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))   # C order, in elements
+        return (_REBUILD_TENSOR_V2, (self.storage, 0, shape, stride, False, collections.OrderedDict()))
+
+
+class _TorchPickler(pickle._Pickler):
+    """The plain (pure-Python) pickler, taught two things: a _TorchName is a GLOBAL,
+    a _Storage is the persistent id ('storage', <storage class>, key, 'cpu', numel)."""
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_torch_name(self, obj):
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("utf-8"))
+        self.memoize(obj)
+
+    dispatch[_TorchName] = save_torch_name
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _Storage):
+            return ("storage", _STORAGE_NAMES[obj.array.dtype], obj.key, "cpu", obj.array.size)
+        return None
+
+
+def _aligned_writestr(archive, name, data, alignment=64):
+    """Add a stored (uncompressed) entry whose bytes start at a multiple of `alignment`,
+    padded with an 'FB' extra field as torch's writer does (torch.load can mmap them)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    zip64_extra = 20 if len(data) * 1.05 > zipfile.ZIP64_LIMIT else 0   # what zipfile adds
+    start = archive.fp.tell() + 30 + len(name.encode("utf-8")) + 4 + zip64_extra
+    padding = -start % alignment
+    info.extra = b"FB" + padding.to_bytes(2, "little") + b"Z" * padding
+    archive.writestr(info, data)
+
+
+def save_torch_state_dict(model_or_state_dict, path):
+    """Write a PyTorch state dict file (`torch.save` format) without torch.
+
+    The zip archive holds archive/data.pkl (an OrderedDict of tensors, each pickled as
+    torch._utils._rebuild_tensor_v2 of a storage) and one little-endian byte file per
+    tensor. `torch.load(path, weights_only=True)` reads it, and its OpenAI names are
+    what OpenAI's `clip.model.build_model(state_dict)` and OpenCLIP's loaders take,
+    so a run can continue in PyTorch. miniclip.load() reads it back too.
+
+    model_or_state_dict: a miniclip CLIP or an OpenAI-named {name: array}. Returns path.
+    """
+    state = model_or_state_dict
+    if hasattr(state, "state_dict"):
+        state = state.state_dict()
+    tensors = collections.OrderedDict()
+    for i, (name, value) in enumerate(state.items()):
+        array = np.array(to_numpy(value), order="C")            # a copy; keeps 0-d arrays 0-d
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)   # little-endian bytes
+        if array.dtype.newbyteorder("=") not in _STORAGE_NAMES:
+            raise ValueError(f"{name!r} is {array.dtype}: torch has no storage for it here; "
+                             f"convert it to float32 first")
+        tensors[name] = _TensorToSave(_Storage(str(i), array))
+    buffer = io.BytesIO()
+    _TorchPickler(buffer, protocol=2).dump(tensors)       # torch.save's pickle protocol
+
+    def write(file):
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+            _aligned_writestr(archive, "archive/data.pkl", buffer.getvalue())
+            _aligned_writestr(archive, "archive/byteorder", b"little")
+            for tensor in tensors.values():
+                _aligned_writestr(archive, f"archive/data/{tensor.storage.key}",
+                                  tensor.storage.array.tobytes())
+            _aligned_writestr(archive, "archive/version", b"3\n")
+
+    atomic_write(path, write)                   # a temporary file, renamed when complete
+    return path
 
 
 # --------------------------------------------------------------------------

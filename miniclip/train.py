@@ -11,6 +11,14 @@
 
 Around the loop: a run folder (runs/<name>/) with config.json, metrics.jsonl,
 checkpoints (atomic, resumable), summary.json and plots.
+
+On several processes (`mpiexec -n N python -m miniclip train ...`) the three
+lines model / clip_loss / backward become one `step(...)` of
+miniclip.distributed: each rank encodes its B/N rows of the global batch,
+the loss is computed on features gathered from every rank, and the gradients
+are averaged, so every rank takes the same optimiser step. Rank 0 alone
+writes the run folder and prints. `--accum-freq K` (gradient caching) runs
+the same step in K chunks per rank.
 """
 import contextlib
 import dataclasses
@@ -22,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from miniclip import backend
+from miniclip import backend, distributed
 from miniclip.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from miniclip.runfolder import RunLock, repair_metrics, stop_requests
 from miniclip.data.loader import DataLoader
 from miniclip.evaluate import encode_images, encode_texts
-from miniclip.loss import batch_accuracy, clip_loss
 from miniclip.model import CLIP, get_config
 from miniclip.optim import (AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)
@@ -84,6 +91,8 @@ class TrainConfig:
     eval_every: int | None = None      # steps between evaluations (default: 5 per run)
     checkpoint_every: int = 200
     eval_images: int = 2000            # test images for the periodic (not final) evaluation
+    accum_freq: int = 1                # gradient caching: each process encodes its rows in K chunks
+    distributed: bool | None = None    # None: over MPI when mpiexec started several processes
 
     def __post_init__(self):
         check_dataset(self.dataset)
@@ -155,7 +164,8 @@ def check_numbers(cfg):
 
 
 # Settings that do not change what a run computes: free to differ on --resume.
-RESUME_FREE = {"device", "out", "name", "log_every", "eval_every", "checkpoint_every", "eval_images"}
+RESUME_FREE = {"device", "out", "name", "log_every", "eval_every", "checkpoint_every", "eval_images",
+               "distributed", "accum_freq"}   # how the same run is computed, not what it computes
 
 
 def resume_changes(saved, cfg):
@@ -186,28 +196,26 @@ def run_folder(cfg):
 
 # ---- the run --------------------------------------------------------------------------
 
-def positives_matrix(groups, xp):
-    """Soft targets (B, B): row i spreads 1 over the pairs j that mean the same as i."""
-    same = (groups[:, None] == groups[None, :]).astype(np.float32)
-    return xp.asarray(same / same.sum(axis=1, keepdims=True))
-
-
 def train(cfg, resume=False, progress=True, allow_changes=False):
     """Train a CLIP as `cfg` says; returns the summary dict (also in summary.json).
 
     resume: continue from the run folder's checkpoint; settings that change the
     run must equal the checkpoint's unless allow_changes (the change is then
     noted in metrics.jsonl). The run folder is locked while the run is alive.
+    Over N processes (mpiexec) every rank runs this; rank 0 alone locks and writes.
     """
     check_numbers(cfg)
-    with RunLock(run_folder(cfg)):
-        return _train(cfg, resume, progress, allow_changes)
+    comm = distributed.communicator(cfg.distributed)    # one process, or this rank of N
+    with comm.abort_on_error():          # one rank's error must not leave the others waiting
+        with RunLock(run_folder(cfg)) if comm.is_main else contextlib.nullcontext():
+            return _train(cfg, comm, resume, progress, allow_changes)
 
 
-def _train(cfg, resume, progress, allow_changes):
+def _train(cfg, comm, resume, progress, allow_changes):
     device = backend.default_device() if cfg.device == "auto" else cfg.device
     backend.check_device(device)
-    xp = backend.xp_for(device)
+    main = comm.is_main                                  # rank 0 writes files and prints
+    rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)   # my rows of each batch
     tokenizer = Tokenizer.from_file(cfg.tokenizer) if cfg.tokenizer else Tokenizer.default()
     model_config = dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
                                        image_resolution=cfg.image_size)
@@ -224,14 +232,17 @@ def _train(cfg, resume, progress, allow_changes):
                         lambda texts: tokenize(texts, model_config.context_length, truncate=True,
                                                tokenizer=tokenizer),
                         cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        augment=cfg.augment)
+                        augment=cfg.augment, rows=rows)
+    step_fn = distributed.ContrastiveStep(model, comm, cfg.accum_freq)
     per_epoch = len(loader)
     total_steps = cfg.steps or (math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None)
     eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)
 
     step, elapsed_before, history, changes, last_good = 0, 0.0, [], {}, None
-    if resume and last_ckpt.exists():
-        state = load_checkpoint(last_ckpt)
+    # rank 0 reads the checkpoint (written by a run on any number of processes) for everyone
+    state = comm.broadcast_object(load_checkpoint(last_ckpt) if main and resume and
+                                  last_ckpt.exists() else None)
+    if state is not None:
         meta = state["meta"]
         if not all(k in meta for k in ("step", "elapsed", "config")):
             raise ValueError(f"{last_ckpt} is not a miniclip training checkpoint (its metadata "
@@ -246,41 +257,48 @@ def _train(cfg, resume, progress, allow_changes):
         optimizer.load_state_dict(state["optim"])
         step, elapsed_before = meta["step"], meta["elapsed"]
         last_good = step
-        print(f"resumed from {last_ckpt} at step {step}")
-    elif resume:
+        if main:
+            print(f"resumed from {last_ckpt} at step {step}")
+    elif resume and main:
         print(f"nothing to resume in {run_dir}: starting afresh")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
-         "tokenizer": cfg.tokenizer or "miniclip default (miniclip/data/miniclip_bpe.txt.gz)"},
-        indent=2))
+    distributed.broadcast_parameters(model, comm)       # every rank starts from rank 0's model
     metrics = run_dir / "metrics.jsonl"
-    if step == 0:
-        atomic_write(metrics, lambda f: None)
-    else:  # no torn line, no record past the checkpoint; the curves start at step 1
-        history = repair_metrics(metrics, step, write=lambda p, text: atomic_write(
-            p, lambda f: f.write(text.encode("utf-8"))))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
+             "tokenizer": cfg.tokenizer or "miniclip default (miniclip/data/miniclip_bpe.txt.gz)",
+             "processes": comm.world_size}, indent=2))
+        if step == 0:
+            atomic_write(metrics, lambda f: None)
+        else:  # no torn line, no record past the checkpoint; the curves start at step 1
+            history = repair_metrics(metrics, step, write=lambda p, text: atomic_write(
+                p, lambda f: f.write(text.encode("utf-8"))))
 
     def log(record):
-        with open(metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with open(metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     if changes:
         log({"step": step, "note": "settings changed on resume (--allow-changes)",
              "changes": {k: {"checkpoint": a, "now": b} for k, (a, b) in changes.items()}})
 
     def checkpoint():
-        """Save, unless the weights are no longer finite (then the last good one is kept)."""
+        """Save (rank 0), unless the weights are no longer finite (then the last good one is kept)."""
         nonlocal last_good
+        distributed.check_parameters_identical(model, comm, step)
         if not params_healthy(model):
             raise TrainingDiverged(
                 f"the weights are no longer finite (or above {MAX_HEALTHY_WEIGHT:.0e}) at step "
                 f"{step}; not saved. {good_checkpoint()} Lower --lr, or rerun a few steps under "
                 "miniclip.autograd.detect_anomaly()")
-        save_checkpoint(last_ckpt, model, optimizer, {
-            "step": step, "elapsed": elapsed_before + time.perf_counter() - start,
-            "config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
-            "tokenizer_merges": tokenizer.merges})      # the checkpoint carries its vocabulary
+        if main:
+            save_checkpoint(last_ckpt, model, optimizer, {
+                "step": step, "elapsed": elapsed_before + time.perf_counter() - start,
+                "config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
+                "tokenizer_merges": tokenizer.merges,   # the checkpoint carries its vocabulary
+                "processes": comm.world_size})
         last_good = step
 
     def good_checkpoint():
@@ -288,45 +306,59 @@ def _train(cfg, resume, progress, allow_changes):
             return "There is no good checkpoint yet."
         return f"The last good checkpoint is {last_ckpt} (step {last_good})."
 
+    def evaluate(limit=None):
+        """Rank 0 evaluates in eval mode; the other ranks wait (asleep) until it is done."""
+        result = None
+        if main:
+            with evaluating(model):
+                result = task.evaluate(model, tokenizer, limit)
+        comm.barrier()
+        return result
+
     def progress_fraction():
         if cfg.time_budget:
             return (elapsed_before + time.perf_counter() - start) / (60 * cfg.time_budget)
         return step / total_steps
 
-    bar = _progress_bar(total_steps, step, progress)
+    def agreed_progress():
+        """(fraction of the run done, stop?): rank 0's clock and anyone's Ctrl-C, on every rank."""
+        return distributed.agree(comm, progress_fraction(), stop.requested)
+
+    bar = _progress_bar(total_steps, step, progress and main)
     start = time.perf_counter()
     seen = 0
     with stop_requests() as stop:
-        while progress_fraction() < 1.0 and not stop.requested:
+        fraction, stopping = agreed_progress()
+        while fraction < 1.0 and not stopping:
             epoch, first_batch = divmod(step, per_epoch)
             for images, ids, indices in loader.iter_epoch(epoch, start_batch=first_batch):
                 # lr for this step: warmup then cosine, by steps or by the clock
-                fraction = min(progress_fraction(), 1.0)
-                lr = cosine_schedule(fraction, 1.0, cfg.warmup, cfg.lr)
+                lr = cosine_schedule(min(fraction, 1.0), 1.0, cfg.warmup, cfg.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
-                # the model copies both to its device (ids after a range check on the host)
-                logits_per_image, logits_per_text = model(images, ids)
-                positives = (positives_matrix(task.groups[indices], xp)
-                             if cfg.class_positives else None)
-                loss = clip_loss(logits_per_image, logits_per_text, positives)
-                loss_value = float(loss.item())
+                optimizer.zero_grad()
+                # both towers, the contrastive loss and loss.backward(), for the whole global
+                # batch: model(images, ids) -> clip_loss -> backward on one process; over N
+                # processes each encodes its rows and the loss is gathered (miniclip/distributed/).
+                # The model copies images and ids to its device (ids after a range check on the host).
+                logging = (step + 1) % cfg.log_every == 0 or step == 0
+                result = step_fn(images, ids, task.groups[indices] if cfg.class_positives else None,
+                                 accuracy=logging)
+                loss_value = result.loss
                 if not math.isfinite(loss_value):
                     raise TrainingDiverged(
                         f"loss is {loss_value} at step {step + 1}. {good_checkpoint()} Lower "
                         "--lr, or rerun a few steps under miniclip.autograd.detect_anomaly() to "
                         "find the first op that made NaN/Inf.")
-                optimizer.zero_grad()
-                loss.backward()
                 grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 clamp_logit_scale(model)
                 step += 1
-                seen += len(indices)
+                seen += len(indices) * comm.world_size          # pairs of the global batch
 
-                if step % cfg.log_every == 0 or step == 1:
-                    i2t, t2i = batch_accuracy(logits_per_image)
+                if logging:
+                    i2t, t2i = result.acc_i2t, result.acc_t2i
                     rate = seen / (time.perf_counter() - start)
                     record = {"step": step, "epoch": epoch, "loss": loss_value,
                               "acc_i2t": i2t, "acc_t2i": t2i, "lr": lr, "grad_norm": grad_norm,
@@ -341,22 +373,25 @@ def _train(cfg, resume, progress, allow_changes):
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
                 if step % eval_every == 0:
-                    with evaluating(model):
-                        log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
-                if progress_fraction() >= 1.0 or stop.requested:
+                    log({"step": step, "eval": evaluate(cfg.eval_images)})
+                fraction, stopping = agreed_progress()
+                if fraction >= 1.0 or stopping:
                     break
     bar.close()
     train_seconds = time.perf_counter() - start
     wall = elapsed_before + train_seconds
-    if stop.requested:
+    if stopping:
         checkpoint()
-        print(f"\ninterrupted ({stop.signal}) at step {step}: checkpoint written to {last_ckpt}; "
-              f"continue with:\n  python -m miniclip train --dataset {cfg.dataset} --out {cfg.out} "
-              f"--name {run_dir.name} --resume")
+        if main:
+            print(f"\ninterrupted ({stop.signal}) at step {step}: checkpoint written to {last_ckpt}; "
+                  f"continue with:\n  python -m miniclip train --dataset {cfg.dataset} --out {cfg.out} "
+                  f"--name {run_dir.name} --resume")
         return {"interrupted": True, "steps": step, "checkpoint": str(last_ckpt)}
     checkpoint()
     model.eval()                     # BatchNorm on its running statistics from here on
-    final = task.evaluate(model, tokenizer)
+    final = evaluate()
+    if not main:                        # the other ranks' work is done; rank 0 reports
+        return {"rank": comm.rank, "steps": step, "processes": comm.world_size}
     log({"step": step, "eval": final, "final": True})
     # the headline: the mean over every zero-shot task of the dataset (each one beside it)
     summary = {"zero_shot_accuracy": final.get("zero_shot_accuracy"),
@@ -365,6 +400,7 @@ def _train(cfg, resume, progress, allow_changes):
                "wall_seconds": round(wall, 2),
                "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
                "dataset": cfg.dataset, "model": cfg.model, "device": device,
+               "processes": comm.world_size, "accum_freq": cfg.accum_freq,
                "final_loss": history[-1]["loss"] if history else None,
                "evaluation": final, "checkpoint": str(last_ckpt)}
     atomic_write(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))

@@ -542,3 +542,74 @@ def test_a_wrong_shaped_tensor_is_named_with_both_shapes(params):
     message = str(info.value)
     assert "visual.transformer.resblocks.1.mlp.c_fc.bias" in message
     assert "511" in message and "512" in message
+
+
+# ---- writing torch's format (the way out to PyTorch) ---------------------------------
+
+def _pickle_globals(data_pkl):
+    import pickletools
+    return {arg for op, arg, _ in pickletools.genops(data_pkl) if op.name == "GLOBAL"}
+
+
+def test_save_torch_state_dict_reads_back_exactly(tmp_path):
+    from miniclip.model import CLIP
+    from miniclip.pretrained import save_torch_state_dict
+    model = CLIP("micro", seed=1)
+    path = save_torch_state_dict(model, tmp_path / "micro.pt")
+    state, expected = read_torch_checkpoint(path), model.state_dict()
+    assert list(state) == list(expected)                       # names and order
+    for name, value in expected.items():
+        assert state[name].dtype == value.dtype and state[name].shape == value.shape, name
+        assert np.array_equal(state[name], value), name
+    assert state["logit_scale"].shape == ()                    # 0-d, as OpenAI's
+    with zipfile.ZipFile(path) as archive:
+        raw = open(path, "rb").read()
+        for info in archive.infolist():                        # torch's 64-byte alignment
+            name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+            assert (info.header_offset + 30 + name_len + extra_len) % 64 == 0, info.filename
+            assert info.compress_type == zipfile.ZIP_STORED
+        storage_bytes = [archive.read(f"archive/data/{i}") for i in range(len(expected))]
+        assert archive.read("archive/byteorder") == b"little"
+        assert archive.read("archive/version") == b"3\n"
+        globals_named = _pickle_globals(archive.read("archive/data.pkl"))
+    assert storage_bytes == [v.astype(v.dtype.newbyteorder("<")).tobytes() for v in expected.values()]
+    assert globals_named == {"collections OrderedDict", "torch._utils _rebuild_tensor_v2",
+                             "torch FloatStorage"}
+    loaded, _ = pretrained.load(str(path), device="cpu")
+    assert loaded.config == model.config
+
+
+def test_save_torch_state_dict_names_what_torch_itself_names(tmp_path, params):
+    """The fixture state_dict.pt was written by torch.save: our pickle names the same globals."""
+    from miniclip.pretrained import save_torch_state_dict
+    with zipfile.ZipFile(fixture("state_dict.pt")) as archive:
+        torch_globals = _pickle_globals(archive.read(_data_pkl_name(archive)))
+    path = save_torch_state_dict({k: v.astype(np.float32) for k, v in params.items()},
+                                 tmp_path / "tiny.pt")
+    with zipfile.ZipFile(path) as archive:
+        assert _pickle_globals(archive.read("archive/data.pkl")) == torch_globals
+    assert_same(read_torch_checkpoint(path), {k: v.astype(np.float32) for k, v in params.items()},
+                dtype=np.float32)
+
+
+def _data_pkl_name(archive):
+    return next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+
+
+@pytest.mark.parametrize("dtype, storage", [(np.float64, "DoubleStorage"), (np.float16, "HalfStorage"),
+                                            (np.int64, "LongStorage")])
+def test_save_torch_state_dict_keeps_the_dtype(tmp_path, dtype, storage):
+    from miniclip.pretrained import save_torch_state_dict
+    state = {"a": np.arange(6, dtype=dtype).reshape(2, 3), "b": np.array(2, dtype=dtype)}
+    path = save_torch_state_dict(state, tmp_path / "x.pt")
+    back = read_torch_checkpoint(path)
+    assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
+    with zipfile.ZipFile(path) as archive:
+        assert f"torch {storage}" in _pickle_globals(archive.read("archive/data.pkl"))
+
+
+def test_save_torch_state_dict_refuses_a_dtype_torch_cannot_hold(tmp_path):
+    from miniclip.pretrained import save_torch_state_dict
+    with pytest.raises(ValueError, match="'x' is complex128"):
+        save_torch_state_dict({"x": np.zeros(2, dtype=np.complex128)}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

@@ -215,9 +215,11 @@ def test_training_step_traffic_is_small_and_constant(tmp_path, monkeypatch):
     decides the clipping); a logged step reads 3 more (two batch accuracies and the
     temperature). Nothing per parameter, per token or per layer."""
     windows = crossings_per_step(tmp_path, monkeypatch, steps=8, log_every=2)
-    logged, quiet = (3, 0, 5), (3, 0, 2)
-    # window k holds step k's logging (steps 1, 2, 4, 6 log) and step k+1's work
-    expected = [logged if k == 1 or k % 2 == 0 else quiet for k in range(1, 8)]
+    def logs(k):                                          # steps 1, 2, 4, 6 log
+        return k == 1 or k % 2 == 0
+    # window k holds step k's logging (the temperature) and step k+1's work (the loss,
+    # the gradient norm, and the two accuracies when step k+1 logs)
+    expected = [(3, 0, 2 + logs(k) + 2 * logs(k + 1)) for k in range(1, 8)]
     counted = [(t.h2d, t.d2h, t.sync) for t in windows]
     explain = "\n".join(f"after step {k}: {t} {t.log}" for k, t in enumerate(windows, 1))
     assert counted == expected, explain

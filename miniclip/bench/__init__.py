@@ -1,4 +1,4 @@
-"""`python -m miniclip bench [autograd|model|tokenizer|data|all]`: miniclip's own figures.
+"""`python -m miniclip bench [autograd|model|tokenizer|data|distributed|all]`: miniclip's own figures.
 
 Speed and memory goals live here, never in timed tests. Each benchmark
 prints what it measured; figures depend on the machine (report it with them).
@@ -92,8 +92,17 @@ def bench_data(report=print, smoke=False):
     report(f"data: one augmented epoch through the loader: {n / seconds:,.0f} images/s")
 
 
+def bench_distributed(report=print, smoke=False):
+    """1 process × 2 threads (and × 1) against 2 MPI ranks × 1 thread (the distributed extra)."""
+    from miniclip.bench import distributed
+    if smoke:
+        distributed.run(report=report, steps=1, batch=8, model="micro", rounds=1, warmup=0)
+    else:
+        distributed.run(report=report)
+
+
 BENCHES = {"autograd": bench_autograd, "model": bench_model, "tokenizer": bench_tokenizer,
-           "data": bench_data}
+           "data": bench_data, "distributed": bench_distributed}
 
 
 def main(what=("all",), smoke=False, report=print):

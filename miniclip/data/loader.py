@@ -37,10 +37,13 @@ class DataLoader:
                 works on this one
     mean, std:  normalisation; OpenAI's MEAN / STD by default, also used for
                 from-scratch training
+    rows:       a slice of each batch's rows to return (data-parallel training: one
+                process's share). Order, augmentation and captions are still drawn for
+                the whole batch, so the rows are exactly those a single process sees.
     """
 
     def __init__(self, images, captions, tokenize, batch_size, shuffle=True, seed=0,
-                 drop_last=True, augment=False, prefetch=True, mean=MEAN, std=STD):
+                 drop_last=True, augment=False, prefetch=True, mean=MEAN, std=STD, rows=None):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"DataLoader wants uint8 images (N, S, S, 3), got "
                              f"{images.dtype} {images.shape}")
@@ -58,6 +61,7 @@ class DataLoader:
         self.augment = augment
         self.prefetch = prefetch
         self.mean, self.std = mean, std
+        self.rows = slice(None) if rows is None else rows
         self.epoch = 0
 
     def __len__(self):
@@ -79,14 +83,17 @@ class DataLoader:
         return np.random.default_rng((self.seed, epoch)).permutation(len(self.images))
 
     def make_batch(self, indices, epoch, batch):
-        """Build batch number `batch` of `epoch` from its dataset indices (B,)."""
+        """Build batch number `batch` of `epoch` from its dataset indices (B,); returns its
+        `rows` (all of them by default)."""
         rng = np.random.default_rng((self.seed, epoch, batch))
         images = self.images[indices]  # uint8 (B, S, S, 3), a copy
         if self.augment:
             images = random_flip(random_crop(images, rng), rng)
-        x = normalize_batch(images, self.mean, self.std)  # float32 (B, 3, S, S)
-        ids = np.asarray(self.tokenize(self.captions(indices, rng)), dtype=np.int64)  # (B, C)
-        return x, ids, indices
+        captions = self.captions(indices, rng)  # every row's draw, whichever rows are kept
+        rows = self.rows
+        x = normalize_batch(images[rows], self.mean, self.std)  # float32 (b, 3, S, S)
+        ids = np.asarray(self.tokenize(captions[rows]), dtype=np.int64)  # (b, C)
+        return x, ids, indices[rows]
 
     def iter_epoch(self, epoch, start_batch=0):
         """Yield the batches of `epoch`, from batch number `start_batch` on."""
