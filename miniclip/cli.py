@@ -5,7 +5,7 @@ import os
 import sys
 
 TRAIN_EXAMPLES = """examples:
-  python -m miniclip train                                  # tiny CLIP on the built-in shapes (~4 min CPU)
+  python -m miniclip train                                  # tiny CLIP on the built-in shapes (~5 min CPU)
   python -m miniclip train --steps 100 --name quick         # a quick look
   python -m miniclip train --dataset cifar10 --time-budget 10
   python -m miniclip train --dataset csv:my_pairs.tsv --epochs 20

@@ -44,8 +44,11 @@ from miniclip.tokenizer import Tokenizer, tokenize
 
 # Per-dataset defaults: what an unset (None) TrainConfig field becomes. The
 # length (steps / epochs / time_budget) applies only when none of the three is set.
+# shapes: colour, shape and size are learned in a few hundred steps; position
+# comes last (26 % at step 250, 24 % after 800 steps at lr 2e-3) and needs
+# ~1,000 steps at lr 1e-3 (98 %): about 4 min 50 s on a quiet 2-core CPU.
 DATASET_DEFAULTS = {
-    "shapes": dict(model="tiny", steps=800, lr=2e-3),
+    "shapes": dict(model="tiny", steps=1000, lr=1e-3),
     "cifar": dict(model="cifar-tiny", time_budget=10.0, lr=2e-3),
     "csv": dict(model="tiny", epochs=10.0, lr=2e-3),
 }
@@ -90,7 +93,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int | None = None      # steps between evaluations (default: 5 per run)
     checkpoint_every: int = 200
-    eval_images: int = 2000            # test images for the periodic (not final) evaluation
+    eval_images: int = 1000            # test images for the periodic (not final) evaluation
     accum_freq: int = 1                # gradient caching: each process encodes its rows in K chunks
     distributed: bool | None = None    # None: over MPI when mpiexec started several processes
 
@@ -372,9 +375,9 @@ def _train(cfg, comm, resume, progress, allow_changes):
                 bar.update(1)
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
-                if step % eval_every == 0:
-                    log({"step": step, "eval": evaluate(cfg.eval_images)})
                 fraction, stopping = agreed_progress()
+                if step % eval_every == 0 and fraction < 1.0:   # (the final one follows)
+                    log({"step": step, "eval": evaluate(cfg.eval_images)})
                 if fraction >= 1.0 or stopping:
                     break
     bar.close()
