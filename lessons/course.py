@@ -115,7 +115,7 @@ def shared_run(cfg=None, progress=True):
             print(f"{shown(run)} was trained with another config or older miniclip code: training again")
             shutil.rmtree(run)
         print(f"training the shared run into {shown(run)}: {cfg.steps} steps of the "
-              f"'{cfg.model}' config, batch {cfg.batch_size} (the other lessons reuse it)")
+              f"'{cfg.model}' config, batch {cfg.batch_size} (reused next time)")
         train(cfg, progress=progress)
         stamp_file.write_text(json.dumps(wanted, indent=1))
     model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
