@@ -120,6 +120,8 @@ def shared_run(cfg=None, progress=True):
         stamp_file.write_text(json.dumps(wanted, indent=1))
     model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
     summary = json.loads((run / "summary.json").read_text())
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
     print(f"{meta['step']} steps, {summary['wall_seconds'] / 60:.1f} min of training, "
-          f"final batch loss {summary['final_loss']:.3f}")
+          f"last logged batch loss {losses[-1]:.3f}" if losses else "")
     return model, tokenizer, meta, run

@@ -104,9 +104,10 @@ def environment(**variables):
                 os.environ[k] = v
 
 
-def execute(path, fast=False, save=True, timeout=1800, env=None):
+def execute(path, fast=False, save=True, timeout=None, env=None):
     """Run one notebook; returns seconds taken. Raises on the first failing cell.
 
+    timeout: seconds a cell may run (None: no limit; a first full run trains for many minutes).
     env: extra environment variables for its kernel (None as a value removes one)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
