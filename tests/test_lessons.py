@@ -29,7 +29,7 @@ def test_lesson_runs_with_the_shared_folders(path):
     missing = [name for name, folder in SHARED.items() if not Path(folder).is_dir()]
     if missing:
         pytest.skip(f"shared folders not found ({', '.join(missing)}); the fresh-clone test still runs")
-    run.execute(path, fast=True, save=False, env={k: str(v) for k, v in SHARED.items()})
+    run.execute(path, fast=True, save=False, timeout=3600, env={k: str(v) for k, v in SHARED.items()})
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -38,7 +38,7 @@ def test_lesson_runs_on_a_fresh_clone(path, tmp_path):
     nowhere = tmp_path / "no-shared-folder"
     env = {name: nowhere / name.lower() for name in SHARED}
     env["MINICLIP_CACHE"] = tmp_path / "empty-cache"
-    run.execute(path, fast=True, save=False, env={k: str(v) for k, v in env.items()})
+    run.execute(path, fast=True, save=False, timeout=3600, env={k: str(v) for k, v in env.items()})
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
