@@ -9,8 +9,13 @@ The default device comes from the environment variable MINICLIP_DEVICE:
     cuda  CuPy on a GPU; an error if CuPy or a GPU is missing
     auto  (default) CuPy when it imports and a GPU answers, else NumPy
 
-Data never moves between host and device behind your back: `to_device` and
-`Tensor.to(...)` / `Tensor.numpy()` are the explicit ways.
+Tensors never move between host and device behind your back: `to_device`,
+`Tensor.to(...)` / `Tensor.numpy()` and `Module.to(...)` are the explicit ways,
+and a Tensor on the wrong device is refused with an error. One convenience
+copies: CLIP's `encode_image` / `encode_text` / forward also take plain arrays
+(NumPy or CuPy) and copy them to the model's device with `to_device` (images
+also cast to the model's dtype), so `model(numpy_images, ids)` works on a GPU
+model; results stay on the model's device.
 """
 import os
 

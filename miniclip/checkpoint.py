@@ -3,13 +3,18 @@
 A checkpoint holds everything needed to continue a run exactly:
     param/<name>     the model's weights (OpenAI state-dict names)
     optim/<key>      the optimiser's state (moments, step count)
-    meta_json        step, epoch, batch within the epoch, the run's config,
-                     the tokenizer file, RNG states, metrics so far (JSON text)
+    meta_json        what train.py passes as `meta` (JSON text): the step, the
+                     seconds trained, the run's TrainConfig and CLIPConfig, and
+                     the tokenizer's merge list
+No RNG state is needed: the data order and augmentation of every batch are a
+function of (seed, epoch, batch), so the step alone says where to go on.
 It is a plain NumPy archive (np.load reads it without pickle).
 
-Writes are atomic: the archive goes to a temporary file in the same folder,
-is flushed to disk, then renamed over the old one. A crash mid-write leaves
-the previous checkpoint intact.
+Writes are atomic (`atomic_write`, which every file miniclip writes for keeps
+goes through: checkpoints, downloads, CIFAR caches, safetensors exports): the
+bytes go to a temporary file in the same folder, are flushed and fsynced to
+disk, then renamed over the old file. A crash mid-write leaves the previous
+file intact.
 """
 import json
 import os

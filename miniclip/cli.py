@@ -29,30 +29,38 @@ def _parser():
                                      description="CLIP from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from miniclip.train import DATASET_DEFAULTS, TrainConfig
+    d = TrainConfig()                          # every default comes from TrainConfig
+    per = {kind: ", ".join(f"{k} {v}" for k, v in values.items())
+           for kind, values in DATASET_DEFAULTS.items()}
     t = sub.add_parser("train", help="train a CLIP from scratch", epilog=TRAIN_EXAMPLES,
+                       description="Per-dataset defaults (for flags left unset): "
+                                   + "; ".join(f"{k}: {v}" for k, v in per.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | csv:PATH")
+    t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH "
+                                                        "(default: %(default)s)")
     t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small "
-                                    "(default: cifar-tiny for CIFAR, else tiny)")
+                                    "(default: per dataset, see above)")
     how_long = t.add_mutually_exclusive_group()
-    how_long.add_argument("--steps", type=int, help="optimiser steps")
+    how_long.add_argument("--steps", type=int, help="optimiser steps (default: per dataset)")
     how_long.add_argument("--epochs", type=float, help="passes over the training set")
     how_long.add_argument("--time-budget", type=float, metavar="MIN",
                           help="minutes of wall-clock time (the lr schedule follows the clock)")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
-    t.add_argument("--weight-decay", type=float, default=0.1)
-    t.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    t.add_argument("--out", default="runs", help="folder holding run folders")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    t.add_argument("--lr", type=float, help="peak learning rate (AdamW; default: per dataset)")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="(default: %(default)s)")
+    t.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"])
+    t.add_argument("--out", default=d.out, help="folder holding run folders (default: %(default)s)")
     t.add_argument("--name", help="run folder name (default: <dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default: on, except for shapes, whose captions "
                         "name left and right)")
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
-    t.add_argument("--eval-every", type=int, help="steps between evaluations")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", epilog=EVAL_EXAMPLES,
@@ -79,36 +87,23 @@ def _parser():
     k.add_argument("text", nargs="*", help="text to encode")
     k.add_argument("--vocab", default="openai", help="openai | miniclip | PATH")
     k.add_argument("--train", action="store_true",
-                   help="learn the vocabulary shipped in data/ from shapes captions and CIFAR prompts")
-    k.add_argument("--out", help="where --train writes (default: data/miniclip_bpe.txt.gz)")
+                   help="learn miniclip's shipped vocabulary from shapes captions and CIFAR prompts")
+    k.add_argument("--out", help="where --train writes (default: miniclip/data/miniclip_bpe.txt.gz)")
     k.add_argument("--merges", type=int, help="number of merges for --train")
     return parser
 
 
 def _train(args):
+    import dataclasses
     from miniclip.train import TrainConfig, train
-    cifar = args.dataset in ("cifar10", "cifar100")
-    cfg = TrainConfig(dataset=args.dataset, model=args.model or ("cifar-tiny" if cifar else "tiny"),
-                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      device=args.device, out=args.out, name=args.name, seed=args.seed,
-                      augment=args.augment, tokenizer=args.tokenizer,
-                      eval_every=args.eval_every, train_size=args.train_size)
-    cfg.steps, cfg.epochs, cfg.time_budget = args.steps, args.epochs, args.time_budget
-    if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
-        if args.dataset == "shapes":
-            cfg.steps = SHAPES_DEFAULT_STEPS
-        elif args.dataset.startswith("csv:"):
-            cfg.epochs = 10
-        else:
-            cfg.time_budget = 10.0
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # unset flags (None) leave the TrainConfig default, per-dataset ones included
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary.get("interrupted"):
         return 130
     _print_summary(summary)
     return 0
-
-
-SHAPES_DEFAULT_STEPS = 800
 
 
 def _print_summary(summary):
@@ -117,25 +112,36 @@ def _print_summary(summary):
     print(f"trained {summary['steps']} steps in {summary['wall_seconds']:.0f} s "
           f"({summary['images_per_second']:.0f} images/s on {summary['device']})")
     for key, value in evaluation.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and key != "zero_shot_accuracy":
             print(f"  {key:28s} {100 * value:6.2f} %")
-    print(f"zero-shot accuracy: {100 * summary['zero_shot_accuracy']:.2f} %")
+    zero_shot = summary["zero_shot"]
+    if zero_shot:
+        each = ", ".join(f"{key.split('/')[-1]} {100 * v:.1f} %" for key, v in zero_shot.items())
+        print(f"zero-shot accuracy: {100 * summary['zero_shot_accuracy']:.2f} % "
+              f"(mean of {len(zero_shot)}: {each})")
+    else:
+        print(f"{summary['headline']}: {100 * summary[summary['headline']]:.2f} % "
+              "(no zero-shot task for this dataset)")
     print(f"run folder: {summary['checkpoint'].rsplit('/', 1)[0]}")
 
 
 def _eval(args):
     from miniclip.checkpoint import model_from_checkpoint
-    from miniclip.train import TrainConfig, make_task
+    from miniclip.tasks import check_dataset, make_task
     from miniclip.evaluate import encode_images, linear_probe
     model, tokenizer, meta = model_from_checkpoint(args.checkpoint)
-    cfg = TrainConfig(**{**meta["config"], "dataset": args.dataset or meta["config"]["dataset"]})
-    result = make_task(cfg).evaluate(model, tokenizer)
+    trained = meta.get("config", {})
+    dataset = args.dataset or trained.get("dataset", "shapes")
+    check_dataset(dataset)
+    if args.linear_probe and dataset not in ("cifar10", "cifar100"):
+        raise SystemExit("--linear-probe works on cifar10 / cifar100")
+    task = make_task(dataset, seed=trained.get("seed", 0),
+                     image_size=model.config.image_resolution, train=False)
+    result = task.evaluate(model, tokenizer)
     if args.linear_probe:
-        if cfg.dataset not in ("cifar10", "cifar100"):
-            raise SystemExit("--linear-probe works on cifar10 / cifar100")
         from miniclip.data.cifar import load_cifar
-        train_images, train_labels, _ = load_cifar(cfg.dataset, "train")
-        test_images, test_labels, _ = load_cifar(cfg.dataset, "test")
+        train_images, train_labels, _ = load_cifar(dataset, "train")
+        test_images, test_labels, _ = load_cifar(dataset, "test")
         n = min(args.probe_train_size, len(train_images))
         result["linear_probe"] = linear_probe(encode_images(model, train_images[:n]),
                                               train_labels[:n],
@@ -176,8 +182,9 @@ def _zeroshot(args):
 
 
 def _tokenize(args):
-    from miniclip.tokenizer import Tokenizer, build_default_vocab
+    from miniclip.tokenizer import Tokenizer
     if args.train:
+        from miniclip.data.vocab import build_default_vocab
         kwargs = {k: v for k, v in (("out_path", args.out), ("num_merges", args.merges)) if v}
         tok = build_default_vocab(**kwargs)
         print(f"trained a vocabulary of {len(tok)} tokens")

@@ -6,17 +6,18 @@ pretrained weights):
     2. the cache        MINICLIP_CACHE, default ~/.cache/miniclip (`cache_dir`)
     3. the network      `download(url, dest, sha256=...)` into the cache
 
-A download goes to a temporary file next to `dest`, its checksum is verified,
-and only then is it renamed to `dest`: an interrupted or corrupted download
+A download goes to a temporary file next to `dest` (checkpoint.atomic_write),
+its checksum is verified, and only then is it renamed to `dest`: an interrupted or corrupted download
 never leaves a file that looks finished.
 """
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
+
+from miniclip.checkpoint import atomic_write
 
 
 class DownloadError(RuntimeError):
@@ -55,32 +56,28 @@ def download(url, dest, sha256=None, md5=None):
     if md5:
         hashers["md5"] = (hashlib.md5(), md5.lower())
 
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True,
-                              unit_divisor=1024, desc=dest.name) as bar:
-                        while chunk := response.read(1 << 16):
-                            out.write(chunk)
-                            for hasher, _ in hashers.values():
-                                hasher.update(chunk)
-                            bar.update(len(chunk))
-            except OSError as err:  # URLError, HTTPError, timeouts, resets
-                raise DownloadError(
-                    f"could not download {url}: {err}. Offline? Fetch the file elsewhere and "
-                    f"put it at {dest} (or in the folder named by MINICLIP_ASSETS for "
-                    f"weights and vocabularies, MINICLIP_DATA for datasets)") from err
+    def fetch(out):
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True,
+                          unit_divisor=1024, desc=dest.name) as bar:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        for hasher, _ in hashers.values():
+                            hasher.update(chunk)
+                        bar.update(len(chunk))
+        except OSError as err:  # URLError, HTTPError, timeouts, resets
+            raise DownloadError(
+                f"could not download {url}: {err}. Offline? Fetch the file elsewhere and "
+                f"put it at {dest} (or in the folder named by MINICLIP_ASSETS for "
+                f"weights and vocabularies, MINICLIP_DATA for datasets)") from err
         for name, (hasher, expected) in hashers.items():
             if hasher.hexdigest() != expected:
                 raise DownloadError(
                     f"{name} mismatch for {url}: expected {expected}, got "
                     f"{hasher.hexdigest()}. The file was discarded; try again, or "
                     f"download it by hand and check it before putting it at {dest}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)  # only still there if something failed
+
+    atomic_write(dest, fetch)  # a failure (raised inside fetch) leaves nothing at dest
     return dest

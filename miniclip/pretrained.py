@@ -40,6 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from miniclip.backend import to_numpy
+from miniclip.checkpoint import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -381,17 +382,14 @@ def write_safetensors(path, tensors, metadata=None):
         offset += array.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # pad: 8 + len(blob) is a multiple of 8
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(len(blob).to_bytes(8, "little"))
-            f.write(blob)
-            for array in arrays:
-                f.write(array.tobytes())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    def write(f):
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for array in arrays:
+            f.write(array.tobytes())
+
+    atomic_write(path, write)
 
 
 # --------------------------------------------------------------------------
@@ -569,10 +567,8 @@ def export_hf(model_or_state_dict, folder):
     # transformers refuses safetensors files without format "pt" in the metadata
     write_safetensors(os.path.join(folder, "model.safetensors"), openai_to_hf(state), metadata={"format": "pt"})
     config_path = os.path.join(folder, "config.json")
-    with open(config_path + ".tmp", "w") as f:
-        json.dump(hf_config(state), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(config_path + ".tmp", config_path)
+    text = json.dumps(hf_config(state), indent=2, sort_keys=True) + "\n"
+    atomic_write(config_path, lambda f: f.write(text.encode("utf-8")))
     return folder
 
 

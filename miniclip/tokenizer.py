@@ -36,8 +36,10 @@ OPENAI_VOCAB_URL = "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_voca
 OPENAI_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 OPENAI_NUM_MERGES = 49152 - 256 - 2  # OpenAI uses the first 48894 merge lines
 
-DEFAULT_VOCAB_PATH = Path(__file__).resolve().parent.parent / "data" / "miniclip_bpe.txt.gz"
-DEFAULT_NUM_MERGES = 1000  # an upper bound: training stops once no pair occurs twice
+# miniclip's own vocabulary ships inside the package, next to the datasets it was
+# learned from (miniclip/data/vocab.py rebuilds it), found relative to this file
+# as OpenAI's default_bpe() finds theirs.
+DEFAULT_VOCAB_PATH = Path(__file__).resolve().parent / "data" / "miniclip_bpe.txt.gz"
 
 SOT_TEXT = "<|startoftext|>"
 EOT_TEXT = "<|endoftext|>"
@@ -168,12 +170,11 @@ class Tokenizer:
 
     @classmethod
     def default(cls):
-        """miniclip's own small vocabulary (data/miniclip_bpe.txt.gz), to train from scratch."""
+        """miniclip's own small vocabulary (miniclip/data/miniclip_bpe.txt.gz), to train from scratch."""
         if not DEFAULT_VOCAB_PATH.is_file():
             raise FileNotFoundError(
                 f"miniclip's vocabulary file {DEFAULT_VOCAB_PATH} is missing. Rebuild it "
-                "with: python -c \"from miniclip.tokenizer import build_default_vocab; "
-                "build_default_vocab()\"")
+                "with: python -m miniclip tokenize --train")
         return cls.from_file(DEFAULT_VOCAB_PATH)
 
     def save(self, path):
@@ -406,32 +407,3 @@ def train_bpe(texts, num_merges, min_frequency=2, verbose=False):
     if verbose:
         print(f"learned {len(merges)} merges from {len(words)} distinct words")
     return Tokenizer(merges)
-
-
-# ---- miniclip's own vocabulary -------------------------------------------
-
-def default_vocab_corpus(num_captions=20000, seed=0):
-    """The texts miniclip's vocabulary is learned from.
-
-    Captions of the built-in shapes dataset (with its zero-shot prompts), and
-    every CIFAR-10 and CIFAR-100 class name in OpenAI's 18 prompt templates.
-    """
-    from miniclip.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, TEMPLATES
-    from miniclip.data.shapes import caption_corpus
-
-    texts = list(caption_corpus(num_captions=num_captions, seed=seed))
-    for name in list(CIFAR10_CLASSES) + list(CIFAR100_CLASSES):
-        texts.extend(template.format(name) for template in TEMPLATES)
-    return texts
-
-
-def build_default_vocab(out_path=DEFAULT_VOCAB_PATH, num_merges=DEFAULT_NUM_MERGES,
-                        verbose=False):
-    """Train miniclip's vocabulary on `default_vocab_corpus()` and save it to out_path.
-
-    Returns the Tokenizer. The shipped data/miniclip_bpe.txt.gz was made with
-    the defaults.
-    """
-    tokenizer = train_bpe(default_vocab_corpus(), num_merges, verbose=verbose)
-    tokenizer.save(out_path)
-    return tokenizer

@@ -27,25 +27,44 @@ import numpy as np
 from miniclip import backend
 from miniclip.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from miniclip.data.loader import DataLoader
-from miniclip.evaluate import (encode_images, encode_texts, recall_at_k, zero_shot_accuracy,
-                               zero_shot_classifier)
+from miniclip.evaluate import encode_images, encode_texts
 from miniclip.loss import batch_accuracy, clip_loss
 from miniclip.model import CLIP, get_config
 from miniclip.optim import (AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)
+from miniclip.tasks import check_dataset, make_task
 from miniclip.tokenizer import Tokenizer, tokenize
+
+
+# Per-dataset defaults: what an unset (None) TrainConfig field becomes. The
+# length (steps / epochs / time_budget) applies only when none of the three is set.
+DATASET_DEFAULTS = {
+    "shapes": dict(model="tiny", steps=800, lr=2e-3),
+    "cifar": dict(model="cifar-tiny", time_budget=10.0, lr=2e-3),
+    "csv": dict(model="tiny", epochs=10.0, lr=2e-3),
+}
+
+
+def dataset_kind(dataset):
+    """'shapes', 'cifar' or 'csv': the key of DATASET_DEFAULTS for a dataset name."""
+    return "csv" if dataset.startswith("csv:") else "cifar" if dataset.startswith("cifar") else dataset
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; saved as config.json in the run folder."""
+    """Everything a run depends on; saved as config.json in the run folder.
+
+    Every default lives here: `train(TrainConfig())` is `python -m miniclip train`,
+    and the CLI's flags take their defaults from this class. Fields left None
+    that have a per-dataset default (DATASET_DEFAULTS) are filled in on creation.
+    """
     dataset: str = "shapes"            # shapes | cifar10 | cifar100 | csv:PATH
-    model: str = "tiny"                # a name in miniclip.model.CONFIGS
+    model: str | None = None           # a name in miniclip.model.CONFIGS (per dataset)
     steps: int | None = None           # stop after this many optimiser steps ...
     epochs: float | None = None        # ... or this many passes over the data ...
     time_budget: float | None = None   # ... or this many minutes (schedule follows the clock)
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float | None = None            # peak learning rate (per dataset)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
@@ -58,7 +77,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out: str = "runs"
-    name: str | None = None
+    name: str | None = None            # run folder name; None: <dataset>-<model>
     tokenizer: str | None = None       # a merges file; default: miniclip's own vocabulary
     image_size: int = 32
     train_size: int | None = None      # shapes: number of training images
@@ -67,103 +86,22 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_images: int = 2000            # test images for the periodic (not final) evaluation
 
+    def __post_init__(self):
+        check_dataset(self.dataset)
+        defaults = DATASET_DEFAULTS[dataset_kind(self.dataset)]
+        if self.steps is None and self.epochs is None and self.time_budget is None:
+            for key in ("steps", "epochs", "time_budget"):
+                setattr(self, key, defaults.get(key))
+        if self.model is None:
+            self.model = defaults["model"]
+        if self.lr is None:
+            self.lr = defaults["lr"]
+        if self.augment is None:
+            self.augment = self.dataset != "shapes"
+
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-# ---- data ---------------------------------------------------------------------------
-
-@dataclass
-class Task:
-    """What the loop needs from a dataset."""
-    train_images: np.ndarray           # uint8 (N, S, S, 3)
-    captions: object                   # (indices, rng) -> list of str
-    groups: np.ndarray                 # (N,) ints: equal = same meaning (class, same facts)
-    evaluate: object                   # (model, tokenizer, limit) -> dict of metrics
-    headline: str                      # the metric summary.json calls zero_shot_accuracy
-    pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
-
-
-def _shapes_task(cfg):
-    from miniclip.data.shapes import ShapesDataset, zero_shot_tasks
-    train = ShapesDataset("train", seed=cfg.seed, image_size=cfg.image_size, size=cfg.train_size)
-    splits = {s: ShapesDataset(s, seed=cfg.seed, image_size=cfg.image_size)
-              for s in ("test", "heldout")}
-    arrays = {s: d.arrays() for s, d in splits.items()}
-    tasks = zero_shot_tasks()
-
-    def evaluate(model, tokenizer, limit=None):
-        result = {}
-        for split, attrs in (("test", ("colour", "shape", "size", "position")),
-                             ("heldout", ("object", "colour", "shape"))):
-            n = len(arrays[split]) if limit is None else min(limit, len(arrays[split]))
-            feats = encode_images(model, arrays[split][:n])
-            for attr in attrs:
-                names, templates = tasks[attr]
-                classifier = zero_shot_classifier(model, names, templates, tokenizer)
-                acc = zero_shot_accuracy(feats, splits[split].labels(attr)[:n], classifier)
-                result[f"{split}/{attr}"] = acc["top1"]
-            if split == "test":
-                texts = splits[split].captions(np.arange(n))
-                result.update({f"test/{k}": v for k, v in recall_at_k(
-                    feats, encode_texts(model, texts, tokenizer)).items()})
-        result["zero_shot_accuracy"] = (result["test/colour"] + result["test/shape"]) / 2
-        return result
-
-    # images whose objects agree in every attribute can swap captions: one group
-    o = train.objects
-    facts = np.concatenate([o[k] for k in ("colour", "shape", "size", "position")], axis=1)
-    _, groups = np.unique(facts, axis=0, return_inverse=True)
-    pairs = (arrays["test"][:12], splits["test"].captions(np.arange(12)))
-    return Task(train.arrays(), train.captions, groups, evaluate, "zero_shot_accuracy", pairs)
-
-
-def _cifar_task(cfg):
-    from miniclip.data.cifar import TEMPLATES, load_cifar
-    from miniclip.data.loader import label_captions
-    images, labels, classnames = load_cifar(cfg.dataset, "train")
-    test_images, test_labels, _ = load_cifar(cfg.dataset, "test")
-
-    def evaluate(model, tokenizer, limit=None):
-        n = len(test_images) if limit is None else min(limit, len(test_images))
-        classifier = zero_shot_classifier(model, classnames, TEMPLATES, tokenizer)
-        acc = zero_shot_accuracy(encode_images(model, test_images[:n]), test_labels[:n], classifier)
-        return {"zero_shot_accuracy": acc["top1"], "top5": acc.get("top5"),
-                "per_class": dict(zip(classnames, np.round(acc["per_class"], 4).tolist()))}
-
-    first = [int(np.flatnonzero(test_labels == c)[0]) for c in range(min(len(classnames), 12))]
-    pairs = (test_images[first], [TEMPLATES[0].format(classnames[test_labels[i]]) for i in first])
-    return Task(images, label_captions(labels, classnames, TEMPLATES), labels, evaluate,
-                "zero_shot_accuracy", pairs)
-
-
-def _csv_task(cfg):
-    from miniclip.data.csv import CsvDataset
-    data = CsvDataset(cfg.dataset[len("csv:"):], image_size=cfg.image_size)
-    n_test = max(1, len(data) // 10)                  # the last 10 % is held out
-    images, texts = data.arrays(), list(data.texts)
-
-    def evaluate(model, tokenizer, limit=None):
-        feats = encode_images(model, images[-n_test:])
-        return recall_at_k(feats, encode_texts(model, texts[-n_test:], tokenizer))
-
-    def captions(indices, rng):
-        return [texts[i] for i in indices]
-
-    _, groups = np.unique(texts[:-n_test], return_inverse=True)
-    pairs = (images[-n_test:][:12], texts[-n_test:][:12])
-    return Task(images[:-n_test], captions, groups, evaluate, "image_to_text_R@1", pairs)
-
-
-def make_task(cfg):
-    if cfg.dataset == "shapes":
-        return _shapes_task(cfg)
-    if cfg.dataset in ("cifar10", "cifar100"):
-        return _cifar_task(cfg)
-    if cfg.dataset.startswith("csv:"):
-        return _csv_task(cfg)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}: use shapes, cifar10, cifar100 or csv:PATH")
 
 
 # ---- checks before any work ------------------------------------------------------------
@@ -173,16 +111,10 @@ def check_config(cfg, model_config):
     if cfg.batch_size < 2:
         raise ValueError(f"batch_size={cfg.batch_size}: the contrastive loss needs at least 2 "
                          "pairs per batch (with 1 the only caption is always right: loss ≡ 0)")
-    if model_config.image_resolution % model_config.vision_patch_size:
-        raise ValueError(f"image size {model_config.image_resolution} is not divisible by the "
-                         f"patch size {model_config.vision_patch_size}")
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
         raise ValueError("say how long to train: steps, epochs or time_budget")
     if cfg.lr <= 0:
         raise ValueError(f"lr={cfg.lr} must be positive")
-    valid = cfg.dataset in ("shapes", "cifar10", "cifar100") or cfg.dataset.startswith("csv:")
-    if not valid:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}: use shapes, cifar10, cifar100 or csv:PATH")
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -205,7 +137,8 @@ def train(cfg, resume=False, progress=True):
     run_dir = Path(cfg.out) / (cfg.name or f"{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.model}")
     last_ckpt = run_dir / "checkpoint.npz"
 
-    task = make_task(cfg)
+    task = make_task(cfg.dataset, seed=cfg.seed, image_size=cfg.image_size,
+                     train_size=cfg.train_size)
     model = CLIP(model_config, seed=cfg.seed).to(device)
     optimizer = AdamW(param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr,
                       betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -213,7 +146,7 @@ def train(cfg, resume=False, progress=True):
                         lambda texts: tokenize(texts, model_config.context_length, truncate=True,
                                                tokenizer=tokenizer),
                         cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        augment=cfg.dataset != "shapes" if cfg.augment is None else cfg.augment)
+                        augment=cfg.augment)
     per_epoch = len(loader)
     total_steps = cfg.steps or (math.ceil(cfg.epochs * per_epoch) if cfg.epochs else None)
     eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)
@@ -230,7 +163,7 @@ def train(cfg, resume=False, progress=True):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(
         {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_config),
-         "tokenizer": cfg.tokenizer or "miniclip default (data/miniclip_bpe.txt.gz)"},
+         "tokenizer": cfg.tokenizer or "miniclip default (miniclip/data/miniclip_bpe.txt.gz)"},
         indent=2))
     if step == 0:
         (run_dir / "metrics.jsonl").write_text("")
@@ -313,7 +246,10 @@ def train(cfg, resume=False, progress=True):
     checkpoint()
     final = task.evaluate(model, tokenizer)
     log({"step": step, "eval": final, "final": True})
-    summary = {"zero_shot_accuracy": final[task.headline], "steps": step,
+    # the headline: the mean over every zero-shot task of the dataset (each one beside it)
+    summary = {"zero_shot_accuracy": final.get("zero_shot_accuracy"),
+               "zero_shot": {key: final[key] for key in task.zero_shot},
+               "headline": task.headline, task.headline: final[task.headline], "steps": step,
                "wall_seconds": round(wall, 2),
                "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
                "dataset": cfg.dataset, "model": cfg.model, "device": device,

@@ -1,4 +1,10 @@
-"""Shared test set-up: fixture paths and the NumPy / CuPy backends."""
+"""Shared test set-up: the one place that finds the shared files, and the NumPy / CuPy backends.
+
+The reference fixtures, OpenAI's vocabulary and CIFAR live outside the repo
+(../shared, or the folders MINICLIP_FIXTURES, MINICLIP_ASSETS, MINICLIP_DATA
+name). A test that needs one asks `shared_file(kind, *parts)`, which skips it,
+saying which variable to set, when the file is absent (a fresh clone).
+"""
 import os
 from pathlib import Path
 
@@ -18,6 +24,18 @@ def shared_path(env, default):
 FIXTURES = shared_path("MINICLIP_FIXTURES", "../shared/fixtures")
 ASSETS = shared_path("MINICLIP_ASSETS", "../shared/assets")
 DATA = shared_path("MINICLIP_DATA", "../shared/data")
+_SHARED = {"fixtures": ("MINICLIP_FIXTURES", FIXTURES), "assets": ("MINICLIP_ASSETS", ASSETS),
+           "data": ("MINICLIP_DATA", DATA)}
+
+
+def shared_file(kind, *parts):
+    """The path of a shared file ('fixtures' | 'assets' | 'data', then path parts),
+    or skip the calling test with the reason when it is absent."""
+    env, root = _SHARED[kind]
+    path = root.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (shared {kind}: set {env} to the folder holding it)")
+    return path
 
 _BACKENDS = [pytest.param("numpy", id="numpy"),
              pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
@@ -35,6 +53,4 @@ def xp(request):
 
 @pytest.fixture
 def fixtures_dir():
-    if not FIXTURES.exists():
-        pytest.skip(f"reference fixtures not found at {FIXTURES} (set MINICLIP_FIXTURES)")
-    return FIXTURES
+    return shared_file("fixtures")

@@ -123,8 +123,9 @@ def test_float32_matches_float64(xp, name, fn, arrays):
         assert out.dtype == dtype, f"{name} changed dtype {dtype} -> {out.dtype}"
         out.backward(xp.ones(out.shape, dtype=dtype))
         outputs.append(np.asarray(out.numpy(), dtype=np.float64))
-        grads.append([np.asarray(t.numpy() if t.grad is None else _np(t.grad), np.float64)
-                      for t in inputs])
+        for i, t in enumerate(inputs):
+            assert t.grad is not None, f"{name}: input {i} got no gradient ({dtype.__name__})"
+        grads.append([np.asarray(_np(t.grad), np.float64) for t in inputs])
     scale = max(1.0, np.abs(outputs[0]).max())
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5 * scale)
     for g32, g64 in zip(grads[1], grads[0]):

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_file
 from miniclip.data.cifar import (CIFAR10_CLASSES, CIFAR100_CLASSES, TEMPLATES, load_cifar,
                                  unpickle)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -222,10 +221,7 @@ def test_missing_offline_says_both_ways(tmp_path):
 def test_real_cifar10_jpeg(monkeypatch):
     """The 60,000 JPEGs of ../shared/data: decoded once per machine into the default cache."""
     monkeypatch.undo()  # use the real MINICLIP_CACHE / default cache, not the private one
-    data = Path(os.environ.get("MINICLIP_DATA", REPO.parent / "shared" / "data"))
-    tarball = data / "cifar10-jpeg.tar.gz"
-    if not tarball.is_file():
-        pytest.skip(f"{tarball} not found (set MINICLIP_DATA to the folder holding it)")
+    tarball = shared_file("data", "cifar10-jpeg.tar.gz")
     start = time.time()
     train_x, train_y, classnames = load_cifar("cifar10", "train", root=tarball, download=False)
     test_x, test_y, _ = load_cifar("cifar10", "test", root=tarball, download=False)

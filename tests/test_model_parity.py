@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import shared_file
 
 from miniclip.autograd.tensor import Tensor, no_grad
 from miniclip.loss import clip_loss
@@ -23,9 +23,7 @@ FLOAT64_LIMITS = {"image_features": 1e-10, "text_features": 1e-10, "logits_per_i
 
 @pytest.fixture(scope="module")
 def reference():
-    path = FIXTURES / "openai_tiny" / "reference.npz"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set MINICLIP_FIXTURES)")
+    path = shared_file("fixtures", "openai_tiny", "reference.npz")
     with np.load(path) as archive:
         return {name: archive[name] for name in archive.files}
 

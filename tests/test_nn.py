@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import shared_file
 
 import miniclip.functional as F
 from miniclip import backend
@@ -66,9 +66,7 @@ def test_forgetting_super_init_is_a_clear_error():
 
 
 def test_clip_parameter_names_are_openai_s(tmp_path):
-    path = FIXTURES / "openai_tiny" / "reference.npz"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set MINICLIP_FIXTURES)")
+    path = shared_file("fixtures", "openai_tiny", "reference.npz")
     with np.load(path) as archive:
         keys = [name[len("param/"):] for name in archive.files if name.startswith("param/")]
         shapes = {name: archive["param/" + name].shape for name in keys}

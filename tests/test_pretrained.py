@@ -23,9 +23,7 @@ from miniclip.pretrained import (
 )
 from miniclip import pretrained
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("MINICLIP_FIXTURES", REPO / ".." / "shared" / "fixtures"))
-TINY = FIXTURES / "openai_tiny"
+from conftest import shared_file
 
 # README of the fixtures: the tensors convert_weights left in float32.
 FP32_IN_JIT = {"token_embedding.weight", "positional_embedding", "visual.positional_embedding",
@@ -33,10 +31,7 @@ FP32_IN_JIT = {"token_embedding.weight", "positional_embedding", "visual.positio
 
 
 def fixture(name):
-    path = TINY / name
-    if not path.exists():
-        pytest.skip(f"fixture {path} is absent (set MINICLIP_FIXTURES)")
-    return path
+    return shared_file("fixtures", "openai_tiny", name)
 
 
 @pytest.fixture(scope="module")
@@ -462,7 +457,6 @@ def test_a_model_name_is_looked_up_in_assets_then_cache_then_downloaded(tmp_path
 
 
 def test_a_model_name_found_in_miniclip_assets(tmp_path, monkeypatch):
-    pytest.importorskip("miniclip.download", reason="miniclip/download.py not importable yet")
     shutil.copy(fixture("jit_fp16.pt"), tmp_path / "ViT-B-32.pt")
     monkeypatch.setenv("MINICLIP_ASSETS", str(tmp_path))
     path = pretrained._checkpoint_path("ViT-B/32")
@@ -470,10 +464,11 @@ def test_a_model_name_found_in_miniclip_assets(tmp_path, monkeypatch):
     assert load_state_dict_any(path)["input_resolution"] == 32
 
 
-# ---- the model (these run once miniclip/model.py exists) ----------------------------------
+# ---- the model ----------------------------------
 
 def clip_class():
-    return pytest.importorskip("miniclip.model", reason="miniclip/model.py not importable yet").CLIP
+    from miniclip.model import CLIP
+    return CLIP
 
 
 def forward(model, reference):
@@ -508,7 +503,6 @@ def test_the_fp16_archive_reproduces_the_fp16_references(reference):
 
 def test_load_returns_a_float32_model_and_its_preprocess(reference):
     clip_class()
-    pytest.importorskip("miniclip.data.transforms", reason="miniclip/data/transforms.py not importable yet")
     model, preprocess = pretrained.load(str(fixture("jit_fp16.pt")), device="cpu")
     assert all(v.dtype == np.float32 for v in model.state_dict().values())
     logits = forward(model, reference)["logits_per_image"]

@@ -19,9 +19,7 @@ from miniclip import tokenizer as tk
 from miniclip.download import DownloadError, cache_dir, download, find_asset
 from miniclip.tokenizer import Tokenizer, clean, tokenize, train_bpe
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(os.environ.get("MINICLIP_FIXTURES", REPO / ".." / "shared" / "fixtures"))
-ASSETS = Path(os.environ.get("MINICLIP_ASSETS", REPO / ".." / "shared" / "assets"))
+from conftest import ASSETS, FIXTURES
 CASES_FILE = FIXTURES / "tokenizer" / "clip_tokenizer_cases.jsonl"
 VOCAB_FILE = ASSETS / tk.OPENAI_VOCAB_FILE
 
@@ -331,13 +329,12 @@ def test_default_vocabulary_is_shipped_and_small():
 
 
 def test_default_vocabulary_matches_its_recipe():
-    pytest.importorskip("miniclip.data.shapes")
-    pytest.importorskip("miniclip.data.cifar")
-    texts = tk.default_vocab_corpus()
-    fresh = train_bpe(texts, tk.DEFAULT_NUM_MERGES)
+    from miniclip.data import vocab
+    texts = vocab.default_vocab_corpus()
+    fresh = train_bpe(texts, vocab.DEFAULT_NUM_MERGES)
     assert Tokenizer.default().merges == fresh.merges, (
-        "data/miniclip_bpe.txt.gz is out of date with the captions/prompts: rebuild it with "
-        "python -c 'from miniclip.tokenizer import build_default_vocab; build_default_vocab()'")
+        "miniclip/data/miniclip_bpe.txt.gz is out of date with the captions/prompts: rebuild "
+        "it with python -m miniclip tokenize --train")
     assert max(len(fresh.encode(t)) for t in texts) <= 30  # every caption and prompt is short
 
 

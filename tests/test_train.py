@@ -36,8 +36,16 @@ def test_cli_runs_shapes_end_to_end(tmp_path, capsys):
     for key in ("zero_shot_accuracy", "steps", "wall_seconds", "images_per_second"):
         assert key in summary
     assert summary["steps"] == 4
-    assert 0.0 <= summary["zero_shot_accuracy"] <= 1.0
-    assert "zero-shot accuracy" in capsys.readouterr().out
+    # the headline is the mean over all four zero-shot tasks, each printed beside it
+    tasks = ("test/colour", "test/shape", "test/size", "test/position")
+    assert sorted(summary["zero_shot"]) == sorted(tasks)
+    assert summary["zero_shot_accuracy"] == pytest.approx(
+        np.mean([summary["evaluation"][k] for k in tasks]))
+    out = capsys.readouterr().out
+    last = [line for line in out.splitlines() if line.startswith("zero-shot accuracy")]
+    assert len(last) == 1 and f"{100 * summary['zero_shot_accuracy']:.2f} %" in last[0]
+    for attr in ("colour", "shape", "size", "position"):
+        assert attr in last[0]
     model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
     assert meta["step"] == 4 and len(tokenizer) == model.config.vocab_size
     assert (run / "config.json").exists() and (run / "curves.png").exists()
@@ -110,12 +118,44 @@ def test_nan_loss_stops_with_the_step_and_advice(tmp_path, monkeypatch):
     (dict(batch_size=1), "at least 2"),
     (dict(image_size=30), "not divisible by the patch size"),
     (dict(dataset="imagenet"), "unknown dataset"),
-    (dict(steps=None), "how long"),
 ])
 def test_impossible_configs_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(small_config(tmp_path, **overrides), progress=False)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()   # refused before any work
+
+
+def test_a_config_emptied_of_its_length_is_refused(tmp_path):
+    cfg = small_config(tmp_path)
+    cfg.steps = None                  # TrainConfig fills a length in; unset afterwards
+    with pytest.raises(ValueError, match="how long"):
+        train(cfg, progress=False)
+
+
+def test_cli_defaults_are_train_config_defaults(tmp_path, monkeypatch):
+    """`python -m miniclip train` with no flags trains exactly TrainConfig()."""
+    seen = {}
+
+    def fake_train(cfg, resume=False, progress=True):
+        seen["cfg"] = cfg
+        return {"interrupted": True}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    assert main(["train"]) == 130
+    assert seen["cfg"] == TrainConfig()
+    assert TrainConfig().steps is not None and TrainConfig().model == "tiny"
+
+
+@pytest.mark.parametrize("dataset, model, length", [
+    ("shapes", "tiny", ("steps", train_module.DATASET_DEFAULTS["shapes"]["steps"])),
+    ("cifar10", "cifar-tiny", ("time_budget", 10.0)),
+    ("csv:pairs.tsv", "tiny", ("epochs", 10.0)),
+])
+def test_per_dataset_defaults_live_in_train_config(dataset, model, length):
+    cfg = TrainConfig(dataset=dataset)
+    assert cfg.model == model and getattr(cfg, length[0]) == length[1]
+    assert cfg.augment == (dataset != "shapes")
+    assert TrainConfig(dataset=dataset, epochs=2).steps is None   # a length given: kept alone
 
 
 def test_cli_reports_refusals(tmp_path, capsys):

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from miniclip.checkpoint import atomic_write
 from miniclip.download import cache_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -251,11 +252,8 @@ def _cache_name(path):
 
 
 def _save(path, array):
-    """np.save to a temporary name, then rename: a half-written cache file never looks finished."""
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    """np.save through atomic_write: a half-written cache file never looks finished."""
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _not_found(name, root):

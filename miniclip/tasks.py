@@ -1,0 +1,146 @@
+"""Datasets as tasks: what to train on, and how to score a model on it.
+
+    task = make_task("shapes")                  # or cifar10, cifar100, csv:PATH
+    task.train_images, task.captions, task.groups     # what the training loop eats
+    metrics = task.evaluate(model, tokenizer)   # {'test/colour': 0.99, ...,
+                                                #  'zero_shot_accuracy': mean of the tasks}
+
+Each dataset has its zero-shot tasks (`Task.zero_shot`, metric names in the
+result of `evaluate`): for shapes the colour, shape, size and position of the
+object in unseen test images; for CIFAR the class. `zero_shot_accuracy` is
+the plain mean over all of them, so no favourable subset can stand for the
+whole. A csv dataset has no classes: its headline is image->text recall@1 on
+the held-out last 10 %.
+
+The training loop (train.py) and `python -m miniclip eval` both use this
+module; it knows the datasets and the evaluation, never the optimiser.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from miniclip.evaluate import (encode_images, encode_texts, recall_at_k, zero_shot_accuracy,
+                               zero_shot_classifier)
+
+DATASETS = "shapes, cifar10, cifar100 or csv:PATH"
+
+
+@dataclass
+class Task:
+    """A dataset's training data and its evaluation recipe.
+
+    The training fields are None when the task was made with train=False
+    (evaluation only: nothing is generated or decoded for training).
+    """
+    name: str
+    train_images: np.ndarray | None    # uint8 (N, S, S, 3)
+    captions: object                   # (indices, rng) -> list of str
+    groups: np.ndarray | None          # (N,) ints: equal = same meaning (class, same facts)
+    evaluate: object                   # (model, tokenizer, limit=None) -> dict of metrics
+    zero_shot: tuple                   # the zero-shot metrics; zero_shot_accuracy is their mean
+    headline: str                      # the metric a run is summed up by
+    pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
+
+
+def make_task(dataset, seed=0, image_size=32, train_size=None, train=True):
+    """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH."""
+    check_dataset(dataset)
+    if dataset == "shapes":
+        return shapes_task(seed, image_size, train_size, train)
+    if dataset.startswith("csv:"):
+        return csv_task(dataset[len("csv:"):], image_size)
+    return cifar_task(dataset, train)
+
+
+def check_dataset(dataset):
+    """Refuse an unknown dataset name before anything is loaded."""
+    if not (dataset in ("shapes", "cifar10", "cifar100") or dataset.startswith("csv:")):
+        raise ValueError(f"unknown dataset {dataset!r}: use {DATASETS}")
+
+
+def _mean_zero_shot(result, keys):
+    result["zero_shot_accuracy"] = float(np.mean([result[k] for k in keys]))
+    return result
+
+
+def shapes_task(seed=0, image_size=32, train_size=None, train=True):
+    """Captioned shapes: zero-shot colour, shape, size and position on the test split
+    (the headline is their mean), plus the never-seen colour-shape pairs of the
+    heldout split and retrieval recall@K, reported beside it."""
+    from miniclip.data.shapes import ShapesDataset, zero_shot_tasks
+    splits = {s: ShapesDataset(s, seed=seed, image_size=image_size) for s in ("test", "heldout")}
+    arrays = {s: d.arrays() for s, d in splits.items()}
+    tasks = zero_shot_tasks()
+    test_attrs = ("colour", "shape", "size", "position")
+    zero_shot = tuple(f"test/{a}" for a in test_attrs)
+
+    def evaluate(model, tokenizer, limit=None):
+        result = {}
+        for split, attrs in (("test", test_attrs), ("heldout", ("object", "colour", "shape"))):
+            n = len(arrays[split]) if limit is None else min(limit, len(arrays[split]))
+            feats = encode_images(model, arrays[split][:n])
+            for attr in attrs:
+                names, templates = tasks[attr]
+                classifier = zero_shot_classifier(model, names, templates, tokenizer)
+                acc = zero_shot_accuracy(feats, splits[split].labels(attr)[:n], classifier)
+                result[f"{split}/{attr}"] = acc["top1"]
+            if split == "test":
+                texts = splits[split].captions(np.arange(n))
+                result.update({f"test/{k}": v for k, v in recall_at_k(
+                    feats, encode_texts(model, texts, tokenizer)).items()})
+        return _mean_zero_shot(result, zero_shot)
+
+    pairs = (arrays["test"][:12], splits["test"].captions(np.arange(12)))
+    if not train:
+        return Task("shapes", None, None, None, evaluate, zero_shot, "zero_shot_accuracy", pairs)
+    data = ShapesDataset("train", seed=seed, image_size=image_size, size=train_size)
+    # images whose objects agree in every attribute can swap captions: one group
+    o = data.objects
+    facts = np.concatenate([o[k] for k in test_attrs], axis=1)
+    _, groups = np.unique(facts, axis=0, return_inverse=True)
+    return Task("shapes", data.arrays(), data.captions, groups, evaluate, zero_shot,
+                "zero_shot_accuracy", pairs)
+
+
+def cifar_task(dataset="cifar10", train=True):
+    """CIFAR-10/100: zero-shot classification of the 10,000 test images with
+    OpenAI's 18 prompt templates (top-1 is the headline; top-5 and per-class beside)."""
+    from miniclip.data.cifar import TEMPLATES, load_cifar
+    from miniclip.data.loader import label_captions
+    test_images, test_labels, classnames = load_cifar(dataset, "test")
+
+    def evaluate(model, tokenizer, limit=None):
+        n = len(test_images) if limit is None else min(limit, len(test_images))
+        classifier = zero_shot_classifier(model, classnames, TEMPLATES, tokenizer)
+        acc = zero_shot_accuracy(encode_images(model, test_images[:n]), test_labels[:n], classifier)
+        return {"test/class": acc["top1"], "zero_shot_accuracy": acc["top1"], "top5": acc.get("top5"),
+                "per_class": dict(zip(classnames, np.round(acc["per_class"], 4).tolist()))}
+
+    first = [int(np.flatnonzero(test_labels == c)[0]) for c in range(min(len(classnames), 12))]
+    pairs = (test_images[first], [TEMPLATES[0].format(classnames[test_labels[i]]) for i in first])
+    if not train:
+        return Task(dataset, None, None, None, evaluate, ("test/class",), "zero_shot_accuracy", pairs)
+    images, labels, _ = load_cifar(dataset, "train")
+    return Task(dataset, images, label_captions(labels, classnames, TEMPLATES), labels, evaluate,
+                ("test/class",), "zero_shot_accuracy", pairs)
+
+
+def csv_task(path, image_size=32):
+    """A user's image-caption pairs: trains on the first 90 %, scores image->text
+    and text->image recall@K on the last 10 % (no classes, so no zero-shot task)."""
+    from miniclip.data.csv import CsvDataset
+    data = CsvDataset(path, image_size=image_size)
+    n_test = max(1, len(data) // 10)                  # the last 10 % is held out
+    images, texts = data.arrays(), list(data.texts)
+
+    def evaluate(model, tokenizer, limit=None):
+        feats = encode_images(model, images[-n_test:])
+        return recall_at_k(feats, encode_texts(model, texts[-n_test:], tokenizer))
+
+    def captions(indices, rng):
+        return [texts[i] for i in indices]
+
+    _, groups = np.unique(texts[:-n_test], return_inverse=True)
+    pairs = (images[-n_test:][:12], texts[-n_test:][:12])
+    return Task(f"csv:{path}", images[:-n_test], captions, groups, evaluate, (),
+                "image_to_text_R@1", pairs)
