@@ -82,11 +82,12 @@ def combined_hash(hashes):
 # ---- the shared training run --------------------------------------------------
 
 def shared_config():
-    """The TrainConfig of the lessons' shared run (a shorter one in fast mode)."""
+    """The TrainConfig of the lessons' shared run: miniclip's default recipe for the shapes
+    (TrainConfig's per-dataset defaults: the `tiny` config, its steps and learning rate), cut to
+    150 steps in fast mode; no evaluation during the run (the lessons evaluate it themselves)."""
     from miniclip.train import TrainConfig
 
-    return TrainConfig(dataset="shapes", model="tiny", steps=150 if FAST else 1000, lr=1e-3,
-                       out=str(REPO / "runs" / "lessons"),
+    return TrainConfig(dataset="shapes", steps=150 if FAST else None, out=str(REPO / "runs" / "lessons"),
                        name="shapes-fast" if FAST else "shapes", eval_every=10**9)
 
 
