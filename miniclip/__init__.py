@@ -6,6 +6,7 @@
     logits_per_image, logits_per_text = model(image, text)
 """
 from miniclip.autograd import Tensor, no_grad
+from miniclip.autograd.parallel import configure_blas
 from miniclip import functional
 from miniclip.model import CLIP, CLIPConfig
 from miniclip.loss import clip_loss
@@ -13,6 +14,8 @@ from miniclip.tokenizer import tokenize
 from miniclip.pretrained import available_models, load
 
 __version__ = "0.1.0"
+
+configure_blas()     # BLAS threads that do not oversubscribe a busy machine (autograd/parallel.py)
 
 __all__ = ["Tensor", "no_grad", "functional", "CLIP", "CLIPConfig", "clip_loss", "tokenize",
            "load", "available_models"]

@@ -8,6 +8,8 @@ The default device comes from the environment variable MINICLIP_DEVICE:
     cpu   NumPy, always available
     cuda  CuPy on a GPU; an error if CuPy or a GPU is missing
     auto  (default) CuPy when it imports and a GPU answers, else NumPy
+    strict  a test device, not a GPU: NumPy arrays behind CuPy's refusals, every
+          host<->device crossing counted (miniclip/strict.py)
 
 Tensors never move between host and device behind your back: `to_device`,
 `Tensor.to(...)` / `Tensor.numpy()` and `Module.to(...)` are the explicit ways,
@@ -20,6 +22,8 @@ model; results stay on the model's device.
 import os
 
 import numpy as np
+
+from miniclip import strict
 
 try:  # CuPy is optional: `pip install miniclip[gpu]`
     import cupy as cp
@@ -38,10 +42,10 @@ def gpu_available():
 
 
 def default_device():
-    """'cpu' or 'cuda', from MINICLIP_DEVICE (cpu | cuda | auto)."""
+    """'cpu', 'cuda' or 'strict', from MINICLIP_DEVICE (cpu | cuda | auto | strict)."""
     choice = os.environ.get("MINICLIP_DEVICE", "auto").strip().lower()
-    if choice not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"MINICLIP_DEVICE={choice!r}: use one of cpu, cuda, auto")
+    if choice not in DEVICES + ("auto",):
+        raise ValueError(f"MINICLIP_DEVICE={choice!r}: use one of cpu, cuda, auto, strict")
     if choice == "auto":
         return "cuda" if gpu_available() else "cpu"
     if choice == "cuda":
@@ -49,16 +53,19 @@ def default_device():
     return choice
 
 
+DEVICES = ("cpu", "cuda", "strict")
+
+
 def check_device(device):
-    """Raise a clear error unless `device` ('cpu' or 'cuda') can be used."""
-    if device == "cpu":
+    """Raise a clear error unless `device` ('cpu', 'cuda' or 'strict') can be used."""
+    if device in ("cpu", "strict"):
         return
     if device != "cuda":
-        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'strict' (a test device)")
     if cp is None:
         raise RuntimeError(
             "device 'cuda' asked for, but CuPy is not installed: "
-            "`pip install -e .[gpu]` (CUDA 12), or use MINICLIP_DEVICE=cpu")
+            "`pip install -e .[cuda12]` (or .[cuda11] for CUDA 11), or use MINICLIP_DEVICE=cpu")
     if not gpu_available():
         raise RuntimeError(
             "device 'cuda' asked for, but CuPy sees no GPU: "
@@ -66,31 +73,39 @@ def check_device(device):
 
 
 def get_array_module(x):
-    """numpy or cupy, whichever owns array `x` (numpy for anything else)."""
+    """numpy, cupy or strict, whichever owns array `x` (numpy for anything else)."""
     if cp is not None and isinstance(x, cp.ndarray):
         return cp
+    if isinstance(x, strict.ndarray):
+        return strict
     return np
 
 
 def xp_for(device):
     """The array module for a device name."""
     check_device(device)
-    return cp if device == "cuda" else np
+    return {"cpu": np, "cuda": cp, "strict": strict}[device]
 
 
 def device_of(x):
-    """'cuda' for a CuPy array, 'cpu' otherwise."""
-    return "cuda" if get_array_module(x) is not np else "cpu"
+    """'cuda' for a CuPy array, 'strict' for a strict one, 'cpu' otherwise."""
+    xp = get_array_module(x)
+    return "cuda" if xp is cp and cp is not None else "strict" if xp is strict else "cpu"
 
 
 def to_device(x, device):
-    """Copy an array to 'cpu' (NumPy) or 'cuda' (CuPy); no copy if already there."""
-    if device == "cpu":
-        return cp.asnumpy(x) if device_of(x) == "cuda" else np.asarray(x)
+    """Copy an array to 'cpu' (NumPy), 'cuda' (CuPy) or 'strict'; no copy if already there."""
+    source = device_of(x)
+    if device == source:
+        return x if source != "cpu" else np.asarray(x)
     check_device(device)
-    return cp.asarray(x)
+    if source != "cpu":                               # device -> host first
+        x = cp.asnumpy(x) if source == "cuda" else x.get()
+    if device == "cpu":
+        return x
+    return cp.asarray(x) if device == "cuda" else strict.asarray(x)
 
 
 def to_numpy(x):
-    """A NumPy array from a NumPy or CuPy array (copies from the GPU)."""
+    """A NumPy array from a NumPy, CuPy or strict array (copies from the device)."""
     return to_device(x, "cpu")

@@ -39,8 +39,8 @@ def _parser():
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH "
                                                         "(default: %(default)s)")
-    t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small "
-                                    "(default: per dataset, see above)")
+    t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small; "
+                                    "ResNet towers: cifar-rn, micro-rn (default: per dataset, see above)")
     how_long = t.add_mutually_exclusive_group()
     how_long.add_argument("--steps", type=int, help="optimiser steps (default: per dataset)")
     how_long.add_argument("--epochs", type=float, help="passes over the training set")
@@ -81,7 +81,8 @@ def _parser():
 
     b = sub.add_parser("bench", help="speed and memory benchmarks")
     b.add_argument("what", nargs="*", default=["all"],
-                   help="autograd | model | train | tokenizer | data | all")
+                   help="autograd | model | tokenizer | data | all "
+                        "(against PyTorch: python benchmarks/vs_torch.py)")
 
     k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary")
     k.add_argument("text", nargs="*", help="text to encode")

@@ -48,12 +48,12 @@ def encode_images(model, images, batch_size=256):
 @no_grad()
 def encode_texts(model, texts, tokenizer=None, batch_size=256):
     """Normalised text features (N, E), NumPy. tokenizer: None for OpenAI's vocabulary."""
-    device = model_device(model)
     features = []
     for start in range(0, len(texts), batch_size):
         ids = tokenize(texts[start:start + batch_size], model.config.context_length,
                        truncate=True, tokenizer=tokenizer)
-        features.append(backend.to_numpy(model.encode_text(backend.to_device(ids, device)).data))
+        # host ids: the model checks their range on the host, then copies them to its device
+        features.append(backend.to_numpy(model.encode_text(ids).data))
     return _l2_normalize(np.concatenate(features).astype(np.float32))
 
 

@@ -2,9 +2,10 @@
 
 Inputs may be Tensors or arrays. Each function is a thin call to one op
 class; the math and its backward live in miniclip/autograd/ops.py
-(primitives) and miniclip/autograd/nn_ops.py (fused ops).
+(primitives), miniclip/autograd/nn_ops.py (fused ops) and
+miniclip/autograd/conv_ops.py (the ResNet tower's convolution, batch norm, pooling).
 """
-from miniclip.autograd import nn_ops, ops
+from miniclip.autograd import conv_ops, nn_ops, ops
 from miniclip.autograd.tensor import as_tensor, _data
 
 matmul = ops.matmul
@@ -90,7 +91,13 @@ def quick_gelu(x):
 
 
 def gelu(x):
+    """The exact GELU, x · Φ(x) (erf form), as torch.nn.GELU()."""
     return nn_ops.GELU.apply(x)
+
+
+def gelu_tanh(x):
+    """GELU's tanh approximation (torch.nn.GELU(approximate="tanh"))."""
+    return nn_ops.GELUTanh.apply(x)
 
 
 def linear(x, weight, bias=None):
@@ -118,3 +125,27 @@ def embedding(ids, weight):
 def normalize(x, axis=-1, eps=1e-12):
     """x / ‖x‖ along axis (L2), with ‖x‖ floored at eps."""
     return nn_ops.Normalize.apply(x, axis=axis, eps=eps)
+
+
+# ---- the ResNet image tower's ops (miniclip/autograd/conv_ops.py) ----------------------
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """x: (N, C, H, W), weight: (O, C, kh, kw), bias: (O,) -> (N, O, Ho, Wo), NCHW like PyTorch."""
+    if bias is None:
+        return conv_ops.Conv2d.apply(x, weight, stride=stride, padding=padding)
+    return conv_ops.Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
+
+
+def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=True,
+               momentum=0.1, eps=1e-5):
+    """x: (N, C, H, W) normalised per channel; training: batch statistics (and the running
+    ones updated in place), else the running statistics. weight, bias, running_*: (C,)."""
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    return conv_ops.BatchNorm2d.apply(x, weight, bias, running_mean=_data(running_mean),
+                                      running_var=_data(running_var), training=training,
+                                      momentum=momentum, eps=eps)
+
+
+def avg_pool2d(x, kernel_size):
+    """x: (N, C, H, W) -> (N, C, H // k, W // k): the mean of each k×k block (stride k)."""
+    return conv_ops.AvgPool2d.apply(x, kernel_size=kernel_size)

@@ -461,8 +461,8 @@ def _openai_block_to_hf(name, value):
 def hf_to_openai(hf_state, hf_config=None):
     """Hugging Face CLIPModel {name: array} -> OpenAI names (see openai_to_hf).
 
-    `hf_config`: the parsed config.json; when given, it is checked for what the
-    OpenAI architecture assumes (QuickGELU, LayerNorm eps 1e-5, heads = width // 64).
+    `hf_config`: the parsed config.json; when given, it is checked for what
+    miniclip cannot compute (see config_from_hf, which reads the rest of it).
     """
     if hf_config is not None:
         _check_hf_config(hf_config)
@@ -500,75 +500,200 @@ def _hf_block_to_openai(name):
     raise CheckpointError(f"unexpected Hugging Face key {name!r}: not part of a CLIPModel with a ViT image tower")
 
 
+# Hugging Face hidden_act -> CLIPConfig.activation
+_HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+_ACTIVATION_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+# transformers' defaults for keys a config.json may leave out (CLIPTextConfig, CLIPVisionConfig)
+_HF_DEFAULTS = {"text_config": {"hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "num_attention_heads": 8,
+                                "eos_token_id": 49407},
+                "vision_config": {"hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "num_attention_heads": 12}}
+
+
+def _hf_get(config, tower, key):
+    return config.get(tower, {}).get(key, _HF_DEFAULTS[tower].get(key))
+
+
 def _check_hf_config(config):
-    for tower in ("text_config", "vision_config"):
-        sub = config.get(tower, {})
-        act = sub.get("hidden_act", "quick_gelu")
-        if act != "quick_gelu":
+    """Refuse a Hugging Face config whose model miniclip cannot compute exactly."""
+    model_type = config.get("model_type", "clip")
+    if model_type != "clip":
+        raise CheckpointError(
+            f"config.json has model_type {model_type!r}: miniclip computes CLIP (model_type 'clip', "
+            f"OpenAI's architecture with a ViT image tower), not {model_type}")
+    acts = {tower: _hf_get(config, tower, "hidden_act") for tower in ("text_config", "vision_config")}
+    for tower, act in acts.items():
+        if act not in _HF_ACTIVATIONS:
             raise CheckpointError(
-                f"{tower}.hidden_act is {act!r}: miniclip's blocks use QuickGELU like OpenAI's "
-                f"CLIP, so this model would compute something else")
-        eps = sub.get("layer_norm_eps", 1e-5)
-        if eps != 1e-5:
-            raise CheckpointError(f"{tower}.layer_norm_eps is {eps}: miniclip's LayerNorm uses 1e-5 like OpenAI's CLIP")
-        if "hidden_size" in sub and "num_attention_heads" in sub:
-            width, heads = sub["hidden_size"], sub["num_attention_heads"]
-            if heads != width // 64:
-                raise CheckpointError(
-                    f"{tower} has {heads} attention heads for width {width}: miniclip, like "
-                    f"OpenAI's build_model, uses width // 64 = {width // 64} heads")
+                f"{tower}.hidden_act is {act!r}: miniclip computes 'quick_gelu' (OpenAI's) and 'gelu' "
+                f"(exact erf GELU) only, so this model would compute something else")
+    eps = {tower: _hf_get(config, tower, "layer_norm_eps") for tower in ("text_config", "vision_config")}
+    if len(set(acts.values())) > 1 or len(set(eps.values())) > 1:
+        raise CheckpointError(
+            f"config.json gives the towers different activations {acts} or LayerNorm eps {eps}: "
+            f"miniclip uses one activation and one eps for both towers")
 
 
-def hf_config(state):
-    """The config.json of a Hugging Face CLIPModel for an OpenAI-named state
-    dict, read off the shapes the way OpenAI's build_model does."""
-    def layers(prefix):
-        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+def config_from_hf(hf_config, state):
+    """A Hugging Face config.json + its (OpenAI-named) weights -> CLIPConfig.
 
-    conv = state["visual.conv1.weight"]                       # (W, 3, P, P)
-    vision_width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)  # (R/P)^2 + 1 rows
-    text_width = int(state["ln_final.weight"].shape[0])
-    vocab = int(state["token_embedding.weight"].shape[0])
-    embed_dim = int(state["text_projection"].shape[1])
-    common = {"attention_dropout": 0.0, "hidden_act": "quick_gelu", "initializer_factor": 1.0,
-              "initializer_range": 0.02, "layer_norm_eps": 1e-05, "projection_dim": embed_dim}
+    The shapes give the widths, layers, patch, resolution, vocabulary and MLP
+    widths; config.json gives what they cannot: heads, activation, eps and the
+    end-of-text rule (eos_token_id 2 is HF's legacy "pool at the largest id",
+    miniclip's rule; any other id pools at its first occurrence, as HF does).
+    """
+    import dataclasses
+    from miniclip.model import config_from_state_dict
+    _check_hf_config(hf_config)
+    eos = _hf_get(hf_config, "text_config", "eos_token_id")
+    config = config_from_state_dict(state)
+    for tower, prefix, mlp in (("text_config", "transformer.resblocks.0", config.transformer_mlp),
+                               ("vision_config", "visual.transformer.resblocks.0", config.vision_mlp)):
+        size = hf_config.get(tower, {}).get("intermediate_size")
+        if size is not None and size != mlp:
+            raise CheckpointError(f"config.json {tower}.intermediate_size is {size}, but the weights' "
+                                  f"{prefix}.mlp.c_fc.weight has {mlp} rows: the config is not this model's")
+    try:
+        return dataclasses.replace(
+            config,
+            transformer_heads=int(_hf_get(hf_config, "text_config", "num_attention_heads")),
+            vision_heads=int(_hf_get(hf_config, "vision_config", "num_attention_heads")),
+            activation=_HF_ACTIVATIONS[_hf_get(hf_config, "text_config", "hidden_act")],
+            layer_norm_eps=float(_hf_get(hf_config, "text_config", "layer_norm_eps")),
+            eos_token_id=None if eos == 2 else int(eos))
+    except ValueError as e:
+        raise CheckpointError(f"config.json does not fit its weights: {e}") from e
+
+
+def hf_config(state, config=None):
+    """The config.json of a Hugging Face CLIPModel for an OpenAI-named state dict.
+
+    config: the model's CLIPConfig (heads, activation, eps, MLP widths, end-of-text
+    rule); None reads it off the shapes the way OpenAI's build_model does.
+    eos_token_id: 2 (HF's legacy rule: pool at each row's largest id, which is
+    miniclip's rule for any vocabulary), or the config's own eos_token_id.
+    """
+    from miniclip.model import config_from_state_dict
+    c = config_from_state_dict(state) if config is None else config
+    common = {"attention_dropout": 0.0, "hidden_act": _ACTIVATION_TO_HF[c.activation], "initializer_factor": 1.0,
+              "initializer_range": 0.02, "layer_norm_eps": c.layer_norm_eps, "projection_dim": c.embed_dim}
     text = dict(common, **{
-        "bos_token_id": vocab - 2, "eos_token_id": vocab - 1, "pad_token_id": 0,  # <|startoftext|>, <|endoftext|>
-        "hidden_size": text_width,
-        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
-        "model_type": "clip_text_model", "num_attention_heads": text_width // 64,
-        "num_hidden_layers": layers("transformer.resblocks."), "vocab_size": vocab})
+        "bos_token_id": c.vocab_size - 2, "pad_token_id": 0,
+        "eos_token_id": 2 if c.eos_token_id is None else c.eos_token_id,
+        "hidden_size": c.transformer_width, "intermediate_size": c.transformer_mlp,
+        "max_position_embeddings": c.context_length,
+        "model_type": "clip_text_model", "num_attention_heads": c.transformer_heads,
+        "num_hidden_layers": c.transformer_layers, "vocab_size": c.vocab_size})
     vision = dict(common, **{
-        "hidden_size": vision_width, "image_size": patch * grid,
-        "intermediate_size": int(state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "model_type": "clip_vision_model", "num_attention_heads": vision_width // 64, "num_channels": 3,
-        "num_hidden_layers": layers("visual.transformer.resblocks."), "patch_size": patch})
+        "hidden_size": c.vision_width, "image_size": c.image_resolution,
+        "intermediate_size": c.vision_mlp, "model_type": "clip_vision_model",
+        "num_attention_heads": c.num_vision_heads, "num_channels": 3,
+        "num_hidden_layers": c.vision_layers, "patch_size": c.vision_patch_size})
     return {"architectures": ["CLIPModel"], "dtype": "float32", "initializer_factor": 1.0,
             "logit_scale_init_value": float(state["logit_scale"]), "model_type": "clip",
-            "projection_dim": embed_dim, "text_config": text, "vision_config": vision}
+            "projection_dim": c.embed_dim, "text_config": text, "vision_config": vision}
 
 
-def export_hf(model_or_state_dict, folder):
-    """Write `folder/model.safetensors` + `folder/config.json` (float32) that
-    transformers' `CLIPModel.from_pretrained(folder)` loads.
+def _write_json(path, value):
+    _write_text(path, json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
-    model_or_state_dict: a miniclip CLIP (anything with .state_dict()) or an
-    OpenAI-named {name: array}. Returns the folder.
+
+def _write_text(path, text):
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_hf_tokenizer(tokenizer, folder, context_length=77):
+    """Write the files Hugging Face's CLIPTokenizer reads, from a miniclip Tokenizer.
+
+    vocab.json   token string -> id (byte-level BPE symbols, `</w>` ends a word);
+                 where two merges spell one string the later id wins, as in
+                 Tokenizer.encoder (and OpenAI's dict), so encoding agrees
+    merges.txt   "#version: 0.2" then one "left right" line per merge, in rank order
+    tokenizer_config.json, special_tokens_map.json
+                 start/end tokens, pad "!" (id 0: miniclip and OpenAI pad with 0),
+                 model_max_length = the context length
     """
-    state = model_or_state_dict
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    from miniclip.tokenizer import EOT_TEXT, SOT_TEXT
+    _write_json(os.path.join(folder, "vocab.json"), dict(sorted(tokenizer.encoder.items(), key=lambda kv: kv[1])))
+    _write_text(os.path.join(folder, "merges.txt"),
+                "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in tokenizer.merges))
+    special = {"bos_token": SOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT,
+               "pad_token": tokenizer.vocab[0]}
+    _write_json(os.path.join(folder, "special_tokens_map.json"), special)
+    _write_json(os.path.join(folder, "tokenizer_config.json"), dict(
+        special, tokenizer_class="CLIPTokenizer", model_max_length=context_length,
+        do_lower_case=True, errors="replace", add_prefix_space=False))
+
+
+def write_hf_preprocessor(folder, resolution, mean=None, std=None):
+    """preprocessor_config.json for CLIPImageProcessor: miniclip's Preprocess
+    (bicubic resize of the short side, centre crop, /255, mean/std)."""
+    from miniclip.data.transforms import MEAN, STD
+    _write_json(os.path.join(os.fspath(folder), "preprocessor_config.json"), {
+        "crop_size": {"height": resolution, "width": resolution}, "do_center_crop": True,
+        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": list(MEAN if mean is None else mean), "image_std": list(STD if std is None else std),
+        "image_processor_type": "CLIPImageProcessor", "processor_class": "CLIPProcessor",
+        "resample": 3, "rescale_factor": 1 / 255, "size": {"shortest_edge": resolution}})  # 3: bicubic
+
+
+def _tokenizer_for(vocab_size):
+    """The tokenizer a model of this vocabulary was made with, when that is clear."""
+    from miniclip.tokenizer import Tokenizer, _openai_tokenizer
+    if vocab_size == 49408:
+        return _openai_tokenizer()
+    default = Tokenizer.default()
+    return default if len(default) == vocab_size else None
+
+
+def export_hf(model_or_state_dict, folder, tokenizer=None):
+    """Write a folder transformers' `CLIPModel.from_pretrained(folder)` and
+    `CLIPProcessor.from_pretrained(folder)` load:
+
+    model.safetensors (float32), config.json (the model's heads, activation,
+    eps, MLP widths and an end-of-text rule that pools where miniclip pools),
+    vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json
+    (from `tokenizer`) and preprocessor_config.json.
+
+    model_or_state_dict: a miniclip CLIP (its .config is used) or an OpenAI-named
+    {name: array} (config read off the shapes, OpenAI's conventions).
+    tokenizer: a miniclip Tokenizer; None: OpenAI's for a 49408-id model,
+    miniclip's default vocabulary when its size matches, else no tokenizer
+    files (with a warning). Returns the folder.
+    """
+    state, config = model_or_state_dict, getattr(model_or_state_dict, "config", None)
     if hasattr(state, "state_dict"):
         state = state.state_dict()
     state = {name: to_numpy(value) for name, value in state.items() if name not in OPENAI_EXTRA_KEYS}
+    if any(name.startswith("visual.layer1.") for name in state):
+        raise CheckpointError(
+            "export_hf: this is a ResNet CLIP (ModifiedResNet image tower), and Hugging Face's "
+            "CLIPModel has only the ViT tower: export a ViT model, or save this one with "
+            "miniclip.checkpoint / as OpenAI-named safetensors (write_safetensors(path, model.state_dict()))")
     state = {name: value.astype(np.float32) for name, value in state.items()}
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
+    config_json = hf_config(state, config)
+    vocab_size = config_json["text_config"]["vocab_size"]
+    if tokenizer is None:
+        tokenizer = _tokenizer_for(vocab_size)
+        if tokenizer is None:
+            import warnings
+            warnings.warn(f"export_hf: no tokenizer files written: the model has {vocab_size} token ids, "
+                          f"neither OpenAI's 49408 nor miniclip's default vocabulary; pass "
+                          f"export_hf(model, folder, tokenizer=...)", UserWarning, stacklevel=2)
+    elif len(tokenizer) > vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids, more than the model's "
+                         f"{vocab_size}: it is not this model's tokenizer")
     # transformers refuses safetensors files without format "pt" in the metadata
     write_safetensors(os.path.join(folder, "model.safetensors"), openai_to_hf(state), metadata={"format": "pt"})
-    config_path = os.path.join(folder, "config.json")
-    text = json.dumps(hf_config(state), indent=2, sort_keys=True) + "\n"
-    atomic_write(config_path, lambda f: f.write(text.encode("utf-8")))
+    _write_json(os.path.join(folder, "config.json"), config_json)
+    context = config_json["text_config"]["max_position_embeddings"]
+    if tokenizer is not None:
+        write_hf_tokenizer(tokenizer, folder, context_length=context)
+    write_hf_preprocessor(folder, config_json["vision_config"]["image_size"])
     return folder
 
 
@@ -591,30 +716,24 @@ _MODELS = {
 
 
 def available_models():
-    """The OpenAI model names load() accepts (the ViT ones; miniclip has no ResNet tower)."""
-    return [name for name in _MODELS if name.startswith("ViT")]
+    """The OpenAI model names load() accepts: the five ResNets and the four ViTs (OpenAI's order)."""
+    return list(_MODELS)
 
 
-def load_state_dict_any(path):
-    """{name: ndarray} with OpenAI names, from whatever `path` is:
+# What a model folder may hold, in the order looked for. OpenCLIP's published
+# folders name their weights open_clip_*; Hugging Face's may be sharded.
+_FOLDER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json", "open_clip_model.safetensors",
+                   "open_clip_pytorch_model.bin")
 
-    - a PyTorch .pt/.bin zip (state dict or TorchScript archive);
-    - a .safetensors file, or a folder holding model.safetensors;
-    - a miniclip checkpoint .npz (its `param/<name>` arrays).
-    Hugging Face names (text_model.*, vision_model.*) are mapped to OpenAI's,
-    checked against the config.json beside the weights when there is one.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        weights = os.path.join(path, "model.safetensors")
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"{path} is a folder without model.safetensors (a Hugging Face model folder has one)")
-        path = weights
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+
+def _read_weights_file(path):
+    """One file -> {name: ndarray}, as stored (no renaming)."""
+    if path.endswith(".index.json"):
+        return _read_sharded(path)
     if path.endswith(".safetensors"):
-        state = read_safetensors(path)
-    elif path.endswith(".npz"):
+        return read_safetensors(path)
+    if path.endswith(".npz"):
         try:  # only the param/* arrays are read (a checkpoint also holds optimiser state)
             with np.load(path, allow_pickle=False) as archive:
                 state = {key[len("param/"):]: archive[key] for key in archive.files if key.startswith("param/")}
@@ -622,26 +741,151 @@ def load_state_dict_any(path):
             raise CheckpointError(f"{path} is not a readable .npz file ({e}): truncated or damaged") from e
         if not state:
             raise CheckpointError(f"{path} holds no param/<name> arrays: not a miniclip checkpoint")
-    else:
-        state = read_torch_checkpoint(path)
-    if any(name.startswith(("text_model.", "vision_model.")) for name in state):
-        config_path = os.path.join(os.path.dirname(path), "config.json")
-        config = None
-        if os.path.isfile(config_path):
-            with open(config_path) as f:
-                config = json.load(f)
-        state = hf_to_openai(state, config)
+        return state
+    return read_torch_checkpoint(path)
+
+
+def _read_sharded(index_path):
+    """A Hugging Face shard index {"weight_map": {name: shard file}} -> all the shards' tensors."""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index_path} is not a shard index with a weight_map ({e})") from e
+    folder, state = os.path.dirname(index_path), {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(folder, shard)
+        if os.path.basename(shard) != shard or not os.path.isfile(shard_path):
+            raise CheckpointError(f"{index_path} names the shard {shard!r}, which is not a file in {folder}")
+        tensors = _read_weights_file(shard_path)
+        for name, value in tensors.items():
+            if weight_map.get(name) == shard:
+                state[name] = value
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_path}: {len(missing)} tensors of the weight_map are not in their "
+                              f"shards, e.g. {missing[0]!r}: a shard is incomplete")
     return state
+
+
+def _is_torchscript(path):
+    """A TorchScript archive (torch.jit.save, OpenAI's released .pt files) holds code/."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in "/" + name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+def read_checkpoint(path):
+    """Whatever `path` is -> Checkpoint(state with OpenAI names, config or None, kind, preprocess kwargs).
+
+    kind: "torchscript" (OpenAI's archives: OpenAI's architecture by construction),
+    "miniclip" (an .npz of a training run), "huggingface" (HF names; config from
+    config.json beside them when there is one), "open_clip" (a folder with
+    open_clip_config.json), "state_dict" (weights alone). config is a CLIPConfig
+    when the files say enough, else None.
+    """
+    from miniclip.model import config_from_open_clip
+    path = os.fspath(path)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.isdir(path):
+        found = [name for name in _FOLDER_WEIGHTS if os.path.isfile(os.path.join(path, name))]
+        if not found:
+            raise FileNotFoundError(
+                f"{path} is a folder without model weights: looked for {', '.join(_FOLDER_WEIGHTS)}")
+        path = os.path.join(path, found[0])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = _read_weights_file(path)
+    if state and all(name.startswith("module.") for name in state):
+        state = {name[len("module."):]: value for name, value in state.items()}   # saved from DistributedDataParallel
+    kind, config, preprocess = "state_dict", None, {}
+    if path.endswith(".npz"):
+        kind = "miniclip"
+    elif not path.endswith((".safetensors", ".json")) and _is_torchscript(path):
+        kind = "torchscript"
+    if any(name.startswith(("text_model.", "vision_model.")) for name in state):
+        kind = "huggingface"
+        config_path = os.path.join(folder, "config.json")
+        hf = _read_json(config_path) if os.path.isfile(config_path) else None
+        state = hf_to_openai(state, hf)
+        if hf is not None:
+            check_supported(state)
+            config = config_from_hf(hf, state)
+    open_clip_path = os.path.join(folder, "open_clip_config.json")
+    if kind == "state_dict" and os.path.isfile(open_clip_path):
+        kind = "open_clip"
+        meta = _read_json(open_clip_path)
+        if "model_cfg" not in meta:
+            raise CheckpointError(f"{open_clip_path} has no model_cfg: not an OpenCLIP model folder")
+        config = config_from_open_clip(meta["model_cfg"])
+        pre = meta.get("preprocess_cfg", {})
+        preprocess = {k: tuple(pre[k]) for k in ("mean", "std") if k in pre}
+    return Checkpoint(state, config, kind, preprocess)
+
+
+Checkpoint = collections.namedtuple("Checkpoint", "state config kind preprocess")
+
+
+def load_state_dict_any(path):
+    """{name: ndarray} with OpenAI names, from whatever `path` is:
+
+    - a PyTorch .pt/.bin zip (state dict or TorchScript archive);
+    - a .safetensors file;
+    - a folder: Hugging Face's (model.safetensors, its sharded index
+      model.safetensors.index.json, pytorch_model.bin or its index) or
+      OpenCLIP's (open_clip_model.safetensors / open_clip_pytorch_model.bin);
+    - a miniclip checkpoint .npz (its `param/<name>` arrays).
+    Hugging Face names (text_model.*, vision_model.*) are mapped to OpenAI's,
+    checked against the config.json beside the weights when there is one.
+    """
+    return read_checkpoint(path).state
+
+
+# Keys (substrings) of structures miniclip does not compute -> what they are.
+_UNSUPPORTED = (
+    ("logit_bias", "a logit bias (SigLIP's sigmoid-loss head)"),
+    ("text_decoder.", "a text decoder (CoCa)"),
+    ("visual.attn_pool.", "an attention pooler in the image tower (CoCa / attentional_pool)"),
+    ("attn_pool.", "an attention pooler"),
+    (".ls_1.", "layer scale (ls_init_value)"), (".ls_2.", "layer scale (ls_init_value)"),
+    (".ln_attn.", "a LayerNorm inside attention (scale_attn)"), (".mlp.ln.", "a LayerNorm inside the MLP (scale_fc)"),
+    (".q_norm.", "query/key normalisation (qk_norm)"), (".k_norm.", "query/key normalisation (qk_norm)"),
+    ("visual.trunk.", "a timm image tower"), ("text.transformer.", "a Hugging Face text tower (OpenCLIP hf_model_name)"),
+    ("visual.conv1.bias", "a bias on the patch embedding"),
+    ("text_projection.weight", "a Linear text projection (OpenCLIP proj_type 'linear')"),
+    ("visual.head.", "an MLP projection head"), ("visual.norm.", "a norm at the end of the image tower (not ln_post)"),
+)
+_SUPPORTED = ("miniclip computes OpenAI's CLIP structure only: pre-LayerNorm ViT (class-token pooling) or "
+              "OpenAI's ModifiedResNet image tower, end-of-text text pooling, OpenAI's parameters (QuickGELU or exact GELU)")
+
+
+def check_supported(state):
+    """Refuse a state dict with a structure miniclip would compute approximately or not at all."""
+    for key in state:
+        for marker, what in _UNSUPPORTED:
+            if marker in key:
+                raise CheckpointError(f"{key!r}: this checkpoint has {what}, which miniclip does not "
+                                      f"compute; {_SUPPORTED}. It is refused rather than loaded approximately")
+    resnet = any(key.startswith("visual.layer1.") for key in state)      # OpenAI's ModifiedResNet has no ln_pre
+    if "visual.conv1.weight" in state and not resnet and "visual.ln_pre.weight" not in state:
+        raise CheckpointError(f"the image tower has no ln_pre (OpenCLIP no_ln_pre): a different norm "
+                              f"placement; {_SUPPORTED}")
 
 
 def _checkpoint_path(name_or_path):
     """An OpenAI model name -> its local file (assets folder, cache, else
     downloaded and sha256-checked); an existing path -> itself."""
     if name_or_path in _MODELS:
-        if name_or_path.startswith("RN"):
-            raise ValueError(
-                f"{name_or_path} is one of OpenAI's ResNet CLIP models: not supported: miniclip "
-                f"implements the ViT towers. Use one of {available_models()}")
         from miniclip.download import cache_dir, download, find_asset
         url = _MODELS[name_or_path]
         filename = url.rsplit("/", 1)[1]
@@ -655,30 +899,55 @@ def _checkpoint_path(name_or_path):
         return destination
     if os.path.exists(name_or_path):
         return name_or_path
+    from miniclip.model import OPENCLIP_CONFIGS
+    if name_or_path in OPENCLIP_CONFIGS:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is an OpenCLIP architecture name, not weights miniclip can download: "
+            f"pass the weights' path and the architecture, load('weights.safetensors', config={name_or_path!r})")
     raise FileNotFoundError(
         f"{name_or_path!r} is neither a model name ({', '.join(available_models())}) nor an "
         f"existing file or folder")
 
 
-def load(name_or_path, device=None, dtype=None):
+def load(name_or_path, device=None, dtype=None, config=None):
     """Like OpenAI's clip.load: -> (model, preprocess).
 
     name_or_path: an OpenAI name from available_models() (downloaded once into
     the cache; MINICLIP_ASSETS is looked in first) or a path that
-    load_state_dict_any reads. Weights become float32 unless `dtype` is given
-    (OpenAI's fp16 weights too). device: 'cpu' or 'cuda' (default: MINICLIP_DEVICE).
-    The model is in eval mode; preprocess(PIL image) -> (3, R, R) float32.
+    read_checkpoint reads (file or Hugging Face / OpenCLIP folder).
+    config: a CLIPConfig, or a name: OpenAI's ('ViT-B/32'), OpenCLIP's
+    architecture names ('ViT-B-32' (exact GELU), 'ViT-B-32-quickgelu', 'ViT-H-14',
+    ...; see miniclip.model.OPENCLIP_CONFIGS). None: the folder's config
+    (Hugging Face config.json, OpenCLIP open_clip_config.json), OpenAI's for a
+    TorchScript archive; for weights alone OpenAI's conventions, with a warning.
+    Weights become float32 unless `dtype` is given (OpenAI's fp16 weights too).
+    device: 'cpu' or 'cuda' (default: MINICLIP_DEVICE). The model is in eval
+    mode; preprocess(PIL image) -> (3, R, R) float32.
     """
-    path = _checkpoint_path(name_or_path)
+    import warnings
     from miniclip.backend import default_device
     from miniclip.data.transforms import Preprocess
-    from miniclip.model import CLIP
-    if str(path).endswith(".npz"):      # a miniclip run: its saved config, not inferred heads
+    from miniclip.model import CLIP, get_config
+    if isinstance(config, str):
+        config = get_config(config)
+    path = _checkpoint_path(name_or_path)
+    if str(path).endswith(".npz") and config is None:   # a miniclip run: its saved config, not inferred heads
         from miniclip.checkpoint import model_from_checkpoint
         model = model_from_checkpoint(path, device)[0].astype(dtype or np.float32)
         return model, Preprocess(model.config.image_resolution)
-    state = load_state_dict_any(path)
-    model = CLIP.from_state_dict(state, dtype=np.float32 if dtype is None else dtype)
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.state
+    check_supported(state)
+    if config is None:
+        config = checkpoint.config
+    if config is None and checkpoint.kind not in ("torchscript", "miniclip"):
+        warnings.warn(
+            f"{name_or_path}: these weights come without a config, so miniclip assumes OpenAI's "
+            f"conventions: QuickGELU activation, 64-wide attention heads (heads = width // 64), "
+            f"LayerNorm eps 1e-5, pooling at each text's largest id. A model trained otherwise (e.g. "
+            f"OpenCLIP's 'ViT-B-32' uses exact GELU; 'ViT-H-14' 80-wide heads) computes something "
+            f"else: pass load(..., config='ViT-B-32') or a CLIPConfig", UserWarning, stacklevel=2)
+    model = CLIP.from_state_dict(state, dtype=np.float32 if dtype is None else dtype, config=config)
     model.to(device or default_device())
     model.eval()
-    return model, Preprocess(model.config.image_resolution)
+    return model, Preprocess(model.config.image_resolution, **checkpoint.preprocess)

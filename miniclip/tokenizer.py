@@ -1,7 +1,9 @@
 """Byte-level BPE tokenizer, compatible with OpenAI CLIP's `simple_tokenizer`.
 
 Text becomes token ids in four steps:
-    1. clean      html-unescape twice, collapse whitespace, strip, lower-case
+    1. clean      ftfy.fix_text (repairs mojibake, curly quotes, full-width
+                  forms, NFC, ...), html-unescape twice, collapse whitespace,
+                  strip, lower-case
     2. split      a regex cuts the text into words, numbers (one digit each)
                   and runs of punctuation: "a cat's toy!" -> a, cat, 's, toy, !
     3. bytes      each piece becomes its UTF-8 bytes, one symbol per byte; the
@@ -15,8 +17,8 @@ that is 49408 ids, start = 49406, end = 49407.
 
 `train_bpe(texts, num_merges)` learns a merge list from a corpus, and
 `tokenize(texts)` turns strings into the (N, 77) int64 array a text tower eats.
-OpenAI also runs `ftfy.fix_text` first; miniclip does not depend on ftfy, so
-the two differ only on text ftfy would repair (mojibake, curly quotes, ...).
+Every step is OpenAI's `simple_tokenizer`, ftfy included, so the ids equal
+OpenAI's on all text.
 """
 import gzip
 import heapq
@@ -26,6 +28,7 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 import numpy as np
 import regex
 
@@ -78,9 +81,22 @@ BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 
 
+# Text that ftfy.fix_text returns unchanged for certain: printable ASCII, tab,
+# newline, and no '&' (html entities). Every ftfy fix needs a
+# non-ASCII character, '&', ESC, '\r' or another control character to act on.
+FTFY_IDENTITY = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
+
+
+def fix_text(text):
+    """ftfy.fix_text(text), skipped on text it leaves unchanged (tests/test_tokenizer.py checks that)."""
+    if FTFY_IDENTITY.fullmatch(text):
+        return text
+    return ftfy.fix_text(text)
+
+
 def clean(text):
-    """Step 1, exactly as OpenAI's basic_clean + whitespace_clean + lower (minus ftfy)."""
-    text = html.unescape(html.unescape(text)).strip()
+    """Step 1, exactly as OpenAI's basic_clean + whitespace_clean + lower."""
+    text = html.unescape(html.unescape(fix_text(text))).strip()
     text = WHITESPACE.sub(" ", text).strip()
     return text.lower()
 
@@ -289,12 +305,18 @@ def _openai_tokenizer():
     return Tokenizer.openai()
 
 
+class TextTooLongError(RuntimeError, ValueError):
+    """A text with more tokens than the context: a RuntimeError as OpenAI's
+    clip.tokenize raises, and a ValueError (bad input)."""
+
+
 def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     """Strings -> int64 array (N, context_length): [sot] + ids + [eot], zero-padded.
 
-    Behaves as OpenAI's `clip.tokenize`: a single string gives one row; a text
-    too long for the context raises ValueError, unless truncate=True, which cuts
-    it and puts eot in the last slot. tokenizer: default OpenAI's vocabulary.
+    Behaves as OpenAI's `clip.tokenize` (ftfy included): a single string gives
+    one row; a text too long for the context raises TextTooLongError (both a
+    RuntimeError, as OpenAI's, and a ValueError), unless truncate=True, which
+    cuts it and puts eot in the last slot. tokenizer: default OpenAI's vocabulary.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -310,7 +332,7 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
         if len(ids) > context_length:
             if not truncate:
                 shown = text if len(text) <= 60 else text[:57] + "..."
-                raise ValueError(
+                raise TextTooLongError(
                     f"text {n} ({shown!r}) is {len(ids)} tokens with start and end, "
                     f"more than context_length={context_length}. Pass truncate=True to "
                     "cut it, or use a larger context_length.")

@@ -196,8 +196,8 @@ def train(cfg, resume=False, progress=True):
                 for group in optimizer.param_groups:
                     group["lr"] = lr
 
-                x, t = backend.to_device(images, device), backend.to_device(ids, device)
-                logits_per_image, logits_per_text = model(x, t)
+                # the model copies both to its device (ids after a range check on the host)
+                logits_per_image, logits_per_text = model(images, ids)
                 positives = (positives_matrix(task.groups[indices], xp)
                              if cfg.class_positives else None)
                 loss = clip_loss(logits_per_image, logits_per_text, positives)
@@ -232,7 +232,8 @@ def train(cfg, resume=False, progress=True):
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
                 if step % eval_every == 0:
-                    log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
+                    with evaluating(model):
+                        log({"step": step, "eval": task.evaluate(model, tokenizer, cfg.eval_images)})
                 if progress_fraction() >= 1.0 or stop.requested:
                     break
     bar.close()
@@ -244,6 +245,7 @@ def train(cfg, resume=False, progress=True):
               "continue with --resume")
         return {"interrupted": True, "steps": step, "checkpoint": str(last_ckpt)}
     checkpoint()
+    model.eval()                     # BatchNorm on its running statistics from here on
     final = task.evaluate(model, tokenizer)
     log({"step": step, "eval": final, "final": True})
     # the headline: the mean over every zero-shot task of the dataset (each one beside it)
@@ -258,6 +260,18 @@ def train(cfg, resume=False, progress=True):
     atomic_write(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     _plots(run_dir, model, tokenizer, task.pairs, history)
     return summary
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Eval mode inside the block (BatchNorm uses its running statistics, as zero-shot
+    use will), then back to the mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class _StopFlag:

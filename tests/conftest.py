@@ -1,4 +1,5 @@
-"""Shared test set-up: the one place that finds the shared files, and the NumPy / CuPy backends.
+"""Shared test set-up: the one place that finds the shared files, and the NumPy / strict /
+CuPy backends.
 
 The reference fixtures, OpenAI's vocabulary and CIFAR live outside the repo
 (../shared, or the folders MINICLIP_FIXTURES, MINICLIP_ASSETS, MINICLIP_DATA
@@ -38,17 +39,25 @@ def shared_file(kind, *parts):
     return path
 
 _BACKENDS = [pytest.param("numpy", id="numpy"),
+             pytest.param("strict", id="strict"),
              pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(params=_BACKENDS)
 def xp(request):
-    """The array module under test: numpy always, cupy when a GPU is present."""
+    """The array module under test: numpy and strict (miniclip/strict.py: NumPy behind
+    CuPy's refusals, a test device) always, cupy when a GPU is present."""
     if request.param == "cupy":
         if not backend.gpu_available():
             pytest.skip("CuPy with a CUDA GPU is not available")
         return backend.cp
-    return np
+    return backend.strict if request.param == "strict" else np
+
+
+@pytest.fixture
+def device(xp):
+    """The same backends as device names, for Module.to and load(device=): cpu, strict, cuda."""
+    return backend.device_of(xp.zeros(1))
 
 
 @pytest.fixture

@@ -175,16 +175,34 @@ def test_hf_to_openai_ignores_position_ids_and_names_unknown_keys(hf_config, par
         hf_to_openai(hf, hf_config)
 
 
-@pytest.mark.parametrize("tower, field, value, message", [
-    ("vision_config", "hidden_act", "gelu", "QuickGELU"),
-    ("text_config", "num_attention_heads", 8, "width // 64"),
-    ("text_config", "layer_norm_eps", 1e-6, "1e-5"),
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["vision_config"].update(hidden_act="gelu_new"), "'quick_gelu'.*'gelu'"),
+    (lambda c: c["text_config"].update(hidden_act="gelu"), "one activation"),
+    (lambda c: c["text_config"].update(layer_norm_eps=1e-6), "one eps"),
+    (lambda c: c.update(model_type="siglip"), "model_type 'siglip'"),
 ])
-def test_hf_config_that_miniclip_cannot_run_is_refused(hf_config, tower, field, value, message):
+def test_hf_config_that_miniclip_cannot_run_is_refused(hf_config, edit, message):
     config = json.loads(json.dumps(hf_config))
-    config[tower][field] = value
+    edit(config)
     with pytest.raises(CheckpointError, match=message):
         hf_to_openai(read_safetensors(fixture("model.safetensors")), config)
+
+
+def test_hf_config_is_honoured(hf_config, params):
+    from miniclip.pretrained import config_from_hf
+    config = json.loads(json.dumps(hf_config))
+    for tower in ("text_config", "vision_config"):
+        config[tower].update(hidden_act="gelu", layer_norm_eps=1e-6)
+    config["vision_config"]["num_attention_heads"] = 4
+    config["text_config"]["eos_token_id"] = 2
+    c = config_from_hf(config, params)
+    assert (c.activation, c.layer_norm_eps, c.num_vision_heads, c.transformer_heads, c.eos_token_id) == \
+        ("gelu", 1e-6, 4, 1, None)
+    config["text_config"]["eos_token_id"] = 999                  # pools at the first 999, as HF does
+    assert config_from_hf(config, params).eos_token_id == 999
+    config["vision_config"]["intermediate_size"] = 500
+    with pytest.raises(CheckpointError, match="intermediate_size is 500.*512"):
+        config_from_hf(config, params)
 
 
 # ---- safetensors ------------------------------------------------------------------
@@ -249,19 +267,22 @@ def test_export_hf_writes_what_the_fixture_holds(tmp_path, hf_config):
 
     for source in (state, Model()):
         folder = tmp_path / type(source).__name__
-        export_hf(source, folder)
-        assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+        with pytest.warns(UserWarning, match="no tokenizer files"):      # 1000 ids: whose tokenizer?
+            export_hf(source, folder)
+        assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
         hf = read_safetensors(folder / "model.safetensors")
         assert_same(hf, read_safetensors(fixture("model.safetensors")), dtype=np.float32)
         config = json.loads((folder / "config.json").read_text())
-        expected = {k: v for k, v in hf_config.items() if k != "transformers_version"}
+        expected = json.loads(json.dumps({k: v for k, v in hf_config.items() if k != "transformers_version"}))
+        expected["text_config"]["eos_token_id"] = 2     # HF's legacy rule: pool at the largest id, as miniclip
         assert config == expected
         assert_same(load_state_dict_any(folder), state, dtype=np.float32)
 
 
 def test_export_hf_drops_the_int_keys_and_writes_float32(tmp_path, params):
     state = read_torch_checkpoint(fixture("jit_fp16.pt"))
-    export_hf(state, tmp_path)
+    with pytest.warns(UserWarning, match="tokenizer"):
+        export_hf(state, tmp_path)
     back = load_state_dict_any(tmp_path)
     assert sorted(back) == sorted(params)
     assert all(a.dtype == np.float32 for a in back.values())
@@ -419,7 +440,8 @@ def test_load_state_dict_any_reads_every_format(tmp_path, params):
     assert_same(load_state_dict_any(fixture("reference.npz")), params, dtype=np.float64)
     hand_made = save_arrays(tmp_path / "small.bin", {"a": np.arange(6, dtype=np.float32).reshape(2, 3)})
     np.testing.assert_array_equal(load_state_dict_any(hand_made)["a"], np.arange(6).reshape(2, 3))
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(FileNotFoundError, match="looked for model.safetensors, model.safetensors.index.json, "
+                                                "pytorch_model.bin, pytorch_model.bin.index.json"):
         load_state_dict_any(tmp_path)
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(CheckpointError, match="param/"):
@@ -430,9 +452,8 @@ def test_load_state_dict_any_reads_every_format(tmp_path, params):
 
 
 def test_model_names_and_their_errors():
-    assert available_models() == ["ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
-    with pytest.raises(ValueError, match="not supported: miniclip implements the ViT towers"):
-        pretrained.load("RN50")
+    assert available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
+                                  "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
     with pytest.raises(FileNotFoundError, match="ViT-B/32"):
         pretrained.load("ViT-B/31")
 

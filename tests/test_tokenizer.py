@@ -199,6 +199,7 @@ def test_tokenize_too_long_names_the_text_and_its_length():
     count = len(tok.encode(text)) + 2
     with pytest.raises(ValueError) as err:
         tokenize(["a cat", text], context_length=10, tokenizer=tok)
+    assert isinstance(err.value, RuntimeError)      # what OpenAI's clip.tokenize raises
     message = str(err.value)
     assert str(count) in message and "a photo of a cat" in message
     assert "truncate=True" in message and "context_length" in message
@@ -394,3 +395,36 @@ def test_openai_vocabulary_offline_error_says_where_to_put_it(tmp_path, monkeypa
     message = str(err.value)
     assert "MINICLIP_ASSETS" in message and url in message
     assert str(tmp_path / "cache" / tk.OPENAI_VOCAB_FILE) in message
+
+
+# ---- ftfy, where OpenAI applies it ------------------------------------------------
+
+@pytest.mark.parametrize("text, fixed", [
+    ("it\u2019s a \u201ccat\u201d", "it's a \"cat\""),          # curly quotes
+    ("\uff08\u732b\uff09\uff01", "(\u732b)!"),                  # full-width CJK punctuation
+    ("cafe\u0301", "caf\u00e9"),                                # NFC
+    ("sch\u00c3\u00b6n", "sch\u00f6n"),                          # mojibake (UTF-8 read as Latin-1)
+    ("\ufb01sh", "fish"),                                        # a ligature
+])
+def test_ftfy_runs_first_as_in_openais_basic_clean(openai_tok, text, fixed):
+    import ftfy
+    assert ftfy.fix_text(text) == fixed
+    assert clean(text) == clean(fixed)
+    assert openai_tok.encode(text) == openai_tok.encode(fixed)
+
+
+def test_the_ftfy_fast_path_only_skips_text_ftfy_leaves_alone():
+    import random
+    import ftfy
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(32, 127)] + ["\t", "\n"]
+    skipped = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        if tk.FTFY_IDENTITY.fullmatch(text):
+            skipped += 1
+            assert ftfy.fix_text(text) == text, repr(text)
+        assert tk.fix_text(text) == ftfy.fix_text(text), repr(text)
+    assert skipped > 1000
+    for text in ("a &amp; b", "a\rb", "x\x1b[31my", "caf\u00e9"):
+        assert not tk.FTFY_IDENTITY.fullmatch(text)

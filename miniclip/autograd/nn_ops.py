@@ -8,14 +8,49 @@ against the same computation built from primitive ops (tests/).
 """
 import math
 
+import numpy as np
+
 from miniclip.backend import get_array_module
+from miniclip.autograd.erf import erf
 from miniclip.autograd.function import Function
+from miniclip.autograd.parallel import for_row_blocks
+
+SQRT_HALF = math.sqrt(0.5)                    # 1/√2
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _softmax(x, axis):
+    """The plain two-line softmax (the reference `_softmax_last_axis_` is checked against)."""
     xp = get_array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: no overflow
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _rows(x):
+    """x viewed as 2-d rows (..., D) -> (R, D), with the pool's arguments for it."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _split_rows(x, fn):
+    """Run fn(rows) over blocks of the rows of 2-d `x` on the thread pool (parallel.py)."""
+    for_row_blocks(x.shape[0], fn, x.size, on_gpu=get_array_module(x) is not np)
+
+
+def _softmax_last_axis_(x):
+    """softmax over the last axis of `x`, computed in place (x is overwritten); returns x.
+
+    The same ufuncs as `_softmax`, in the same order, one block of rows at a time.
+    """
+    xp = get_array_module(x)
+    rows = _rows(x)
+
+    def block(r):
+        e = rows[r]
+        e -= e.max(axis=-1, keepdims=True)          # shift by the max: no overflow
+        xp.exp(e, out=e)
+        e /= e.sum(axis=-1, keepdims=True)
+    _split_rows(rows, block)
+    return x
 
 
 def _logsumexp(x, axis):
@@ -30,7 +65,10 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, axis=-1):
-        y = _softmax(x, axis)
+        if axis in (-1, x.ndim - 1):
+            y = _softmax_last_axis_(x.copy())      # a copy: the input stays as it was
+        else:
+            y = _softmax(x, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -83,31 +121,53 @@ class LayerNorm(Function):
     """y = (x − mean) / √(var + eps) · weight + bias over the last axis.
 
     x: (..., D), weight: (D,), bias: (D,)
+
+    Both passes work one block of rows at a time (in the cache, on the thread
+    pool), in place where an array is not needed twice; the math is line for
+    line the composed version in the comments.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = get_array_module(x)
-        mean = x.mean(axis=-1, keepdims=True)
-        centred = x - mean
-        var = (centred * centred).mean(axis=-1, keepdims=True)   # biased variance, like torch
-        rstd = 1.0 / xp.sqrt(var + eps)
-        x_hat = centred * rstd
+        x2 = _rows(x)
+        x_hat = xp.empty_like(x2)
+        rstd = xp.empty((len(x2), 1), dtype=x2.dtype)
+        y = xp.empty_like(x2)
+
+        def block(r):
+            c = x_hat[r]
+            xp.subtract(x2[r], x2[r].mean(axis=-1, keepdims=True), out=c)   # x − mean
+            var = (c * c).mean(axis=-1, keepdims=True)    # biased variance, like torch
+            rstd[r] = 1.0 / xp.sqrt(var + eps)
+            c *= rstd[r]                                  # x̂ = (x − mean) / √(var + eps)
+            xp.multiply(c, weight, out=y[r])
+            y[r] += bias                                  # y = x̂ · weight + bias
+        _split_rows(x2, block)
         ctx.save_for_backward(x_hat, rstd, weight)
-        return x_hat * weight + bias
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad):
         x_hat, rstd, weight = ctx.saved
-        D = x_hat.shape[-1]
-        rows = grad.reshape(-1, D)
-        grad_weight = (rows * x_hat.reshape(-1, D)).sum(axis=0)   # Σ g·x̂
-        grad_bias = rows.sum(axis=0)                               # Σ g
-        g_hat = grad * weight                                      # dL/dx̂
-        # dL/dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))
-        grad_x = rstd * (g_hat - g_hat.mean(axis=-1, keepdims=True)
-                         - x_hat * (g_hat * x_hat).mean(axis=-1, keepdims=True))
-        return grad_x, grad_weight, grad_bias
+        xp = get_array_module(x_hat)
+        rows = grad.reshape(x_hat.shape)
+        grad_x = xp.empty_like(x_hat)
+        g_x_hat = xp.empty_like(x_hat)
+
+        def block(r):
+            xp.multiply(rows[r], x_hat[r], out=g_x_hat[r])             # g·x̂, summed below
+            g_hat = grad_x[r]
+            xp.multiply(rows[r], weight, out=g_hat)                     # ĝ = dL/dx̂ = g · weight
+            # dL/dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))
+            projection = x_hat[r] * (g_hat * x_hat[r]).mean(axis=-1, keepdims=True)
+            g_hat -= g_hat.mean(axis=-1, keepdims=True)
+            g_hat -= projection
+            g_hat *= rstd[r]
+        _split_rows(x_hat, block)
+        grad_weight = g_x_hat.sum(axis=0)                               # Σ g·x̂
+        grad_bias = rows.sum(axis=0)                                    # Σ g
+        return grad_x.reshape(grad.shape), grad_weight, grad_bias
 
 
 class QuickGELU(Function):
@@ -116,18 +176,57 @@ class QuickGELU(Function):
     @staticmethod
     def forward(ctx, x):
         xp = get_array_module(x)
-        s = 0.5 * (xp.tanh(0.851 * x) + 1)      # σ(1.702x) = (tanh(0.851x) + 1) / 2
-        ctx.save_for_backward(x, s)
-        return x * s
+        x2 = _rows(x)
+        s, y = xp.empty_like(x2), xp.empty_like(x2)
+
+        def block(r):
+            sr = s[r]
+            xp.multiply(x2[r], 0.851, out=sr)
+            xp.tanh(sr, out=sr)
+            sr += 1
+            sr *= 0.5                            # σ(1.702x) = (tanh(0.851x) + 1) / 2
+            xp.multiply(x2[r], sr, out=y[r])     # y = x · σ(1.702x)
+        _split_rows(x2, block)
+        ctx.save_for_backward(x2, s)
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        x, s = ctx.saved
-        return grad * (s + 1.702 * x * s * (1 - s))   # σ + 1.702 x σ (1 − σ)
+        x2, s = ctx.saved
+        xp = get_array_module(x2)
+        g2 = grad.reshape(x2.shape)
+        out = xp.empty_like(x2)
+
+        def block(r):
+            o, sr = out[r], s[r]
+            xp.multiply(x2[r], 1.702, out=o)
+            o *= sr
+            o *= 1 - sr
+            o += sr                              # σ + 1.702 x σ (1 − σ)
+            o *= g2[r]
+        _split_rows(x2, block)
+        return out.reshape(grad.shape)
 
 
 class GELU(Function):
-    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), the tanh form."""
+    """y = x · Φ(x) = ½ x (1 + erf(x / √2)): the exact GELU (torch.nn.GELU(), HF "gelu")."""
+
+    @staticmethod
+    def forward(ctx, x):
+        cdf = 0.5 * (1.0 + erf(x * SQRT_HALF))      # Φ(x), the standard normal CDF
+        ctx.save_for_backward(x, cdf)
+        return x * cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cdf = ctx.saved
+        xp = get_array_module(x)
+        pdf = INV_SQRT_2PI * xp.exp(-0.5 * x * x)   # φ(x) = e^(−x²/2) / √(2π) = Φ'(x)
+        return grad * (cdf + x * pdf)                # d(x Φ)/dx = Φ + x φ
+
+
+class GELUTanh(Function):
+    """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), GELU's tanh approximation."""
 
     @staticmethod
     def forward(ctx, x):
@@ -161,10 +260,12 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved
+        xp = get_array_module(grad)
         g2 = grad.reshape(-1, grad.shape[-1])         # (rows, out)
         grad_x = (g2 @ weight).reshape(x.shape)       # dL/dx = g · W
         grad_weight = g2.T @ x.reshape(-1, x.shape[-1])   # dL/dW = gᵀ · x
-        grad_bias = g2.sum(axis=0) if ctx.has_bias else None
+        # dL/db = Σ_rows g, as 1ᵀ g: a matrix-vector product runs on BLAS's threads
+        grad_bias = xp.ones(len(g2), dtype=g2.dtype) @ g2 if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias
 
 
@@ -205,7 +306,7 @@ class ScaledDotProductAttention(Function):
         scores = (q * scale) @ xp.swapaxes(k, -1, -2)         # (..., Tq, Tk)
         if mask is not None:
             scores += mask                                    # in place: keeps the dtype of q
-        p = _softmax(scores, axis=-1)
+        p = _softmax_last_axis_(scores)                       # in place: scores is not kept
         ctx.save_for_backward(q, k, v, p)
         ctx.scale = scale
         return p @ v
@@ -215,9 +316,15 @@ class ScaledDotProductAttention(Function):
         q, k, v, p = ctx.saved
         xp = get_array_module(q)
         grad_v = xp.swapaxes(p, -1, -2) @ grad                # dL/dv = pᵀ g
-        grad_p = grad @ xp.swapaxes(v, -1, -2)                # dL/dp = g vᵀ
-        grad_s = p * (grad_p - (grad_p * p).sum(axis=-1, keepdims=True))   # softmax backward
-        grad_s *= ctx.scale
+        grad_s = grad @ xp.swapaxes(v, -1, -2)                # dL/dp = g vᵀ, then in place:
+        g_rows, p_rows = _rows(grad_s), _rows(p)
+
+        def block(r):                                         # dS = p ⊙ (dp − Σ dp·p) / √D
+            g = g_rows[r]
+            g -= (g * p_rows[r]).sum(axis=-1, keepdims=True)
+            g *= p_rows[r]
+            g *= ctx.scale
+        _split_rows(g_rows, block)
         grad_q = grad_s @ k                                   # dL/dq = dS k / √D
         grad_k = xp.swapaxes(grad_s, -1, -2) @ q              # dL/dk = dSᵀ q / √D
         return grad_q, grad_k, grad_v

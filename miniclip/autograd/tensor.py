@@ -57,6 +57,9 @@ class Tensor:
         self.grad_fn = grad_fn    # the Function node that made this tensor (None: a leaf)
         self.name = name
         self._hooks = []
+        # where backward writes this leaf's gradient, if somewhere is set aside: the
+        # optimiser points it at a view of one flat gradient array (optim.py)
+        self._grad_buffer = None
 
     # ---- what it is -------------------------------------------------------
     @property
@@ -158,9 +161,7 @@ class Tensor:
                 new_g = hook(g)
                 g = g if new_g is None else new_g
             if tensor.grad_fn is None:             # a leaf: accumulate into .grad
-                # the first gradient is copied so the leaf owns it: backward may hand
-                # one array to several inputs (a + b) or a read-only view (sum)
-                tensor.grad = xp.array(g) if tensor.grad is None else tensor.grad + g
+                tensor.grad = _leaf_grad(tensor, g, xp)
                 continue
             ctx = tensor.grad_fn
             if ctx.freed:
@@ -297,8 +298,8 @@ def as_tensor(x, like=None):
     if isinstance(x, Tensor):
         return x
     if like is not None and not hasattr(x, "shape"):
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype))
+        # a NumPy scalar of like's dtype: on a GPU a kernel argument, not an upload per op
+        return Tensor(like.dtype.type(x))
     return Tensor(x)
 
 
@@ -314,6 +315,28 @@ def unbroadcast(grad, shape):
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
+
+
+def _leaf_grad(tensor, g, xp):
+    """The leaf's .grad after adding g (dL/d leaf from one more path).
+
+    The first gradient is copied so the leaf owns it (backward may hand one
+    array to several inputs, a + b, or a read-only view, sum): into the leaf's
+    gradient buffer when it has one of the same dtype and device (no fresh
+    allocation each step), else into a new array. Later ones are added in place
+    to what the leaf owns.
+    """
+    buffer = tensor._grad_buffer
+    if tensor.grad is None:
+        if (buffer is not None and buffer.dtype == g.dtype and buffer.shape == g.shape
+                and backend.get_array_module(buffer) is xp):
+            buffer[...] = g
+            return buffer
+        return xp.array(g)
+    if tensor.grad is buffer:
+        buffer += g
+        return buffer
+    return tensor.grad + g
 
 
 def _reverse_topological_order(root):

@@ -1,9 +1,10 @@
-"""The basic layers: Linear, LayerNorm, Embedding, QuickGELU, PatchEmbedding.
+"""The basic layers: Linear, LayerNorm, Embedding, QuickGELU, GELU, PatchEmbedding.
 
 Parameters are float32 (call `model.astype(np.float64)` for float64) and
 start from PyTorch's default initialisation, drawn from `rng` (a
 np.random.Generator; None: a fresh, unseeded one). CLIP re-initialises some
-of them its own way (see model.py).
+of them its own way (see model.py). rng=NO_INIT allocates the parameters
+without drawing them (zeros): for a model whose weights are loaded next.
 """
 import math
 
@@ -13,8 +14,20 @@ import miniclip.functional as F
 from miniclip.nn.module import Module, Parameter
 
 
+class NoInit:
+    """Stands in for an rng when the values will be overwritten (a model built to load weights)."""
+
+    def __repr__(self):
+        return "NO_INIT"
+
+
+NO_INIT = NoInit()
+
+
 def uniform(rng, bound, shape):
-    """A float32 array drawn from U(-bound, bound)."""
+    """A float32 array drawn from U(-bound, bound) (uninitialised for rng=NO_INIT)."""
+    if rng is NO_INIT:
+        return np.zeros(shape, dtype=np.float32)
     rng = np.random.default_rng() if rng is None else rng
     u = rng.random(shape, dtype=np.float32)            # U(0, 1)
     return (2 * u - 1) * np.float32(bound)
@@ -58,6 +71,9 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, dim, rng=None):
         super().__init__()
+        if rng is NO_INIT:
+            self.weight = Parameter(np.zeros((num_embeddings, dim), dtype=np.float32))
+            return
         rng = np.random.default_rng() if rng is None else rng
         self.weight = Parameter(rng.standard_normal((num_embeddings, dim), dtype=np.float32))   # N(0, 1)
 
@@ -73,6 +89,13 @@ class QuickGELU(Module):
 
     def forward(self, x):
         return F.quick_gelu(x)
+
+
+class GELU(Module):
+    """x · Φ(x) = ½ x (1 + erf(x/√2)): the exact GELU (torch.nn.GELU())."""
+
+    def forward(self, x):
+        return F.gelu(x)
 
 
 class PatchEmbedding(Module):

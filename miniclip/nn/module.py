@@ -17,8 +17,10 @@ assigned). That makes a miniclip CLIP's `named_parameters()` produce exactly
 the keys and order of OpenAI's state dict.
 
 Buffers (`register_buffer`) are arrays a module computes with but does not
-train or save, such as the causal attention mask; `to()` and `astype()`
-move and cast them along with the parameters.
+train, such as the causal attention mask; `to()` and `astype()` move and cast
+them along with the parameters. A persistent buffer (`persistent=True`, e.g.
+BatchNorm's running statistics) is also part of `state_dict()`, right after
+its module's own parameters, as in PyTorch.
 """
 import numpy as np
 
@@ -43,7 +45,8 @@ class Module:
         # object.__setattr__: our own __setattr__ needs these dicts to exist already
         object.__setattr__(self, "_parameters", {})   # name -> Parameter (own, not sub-modules')
         object.__setattr__(self, "_modules", {})      # name -> Module
-        object.__setattr__(self, "_buffers", {})      # name -> array (not trained, not saved)
+        object.__setattr__(self, "_buffers", {})      # name -> array (not trained)
+        object.__setattr__(self, "_persistent", set())  # names of buffers that state_dict() saves
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -65,10 +68,20 @@ class Module:
             registry[name] = value                  # replacing keeps the name's place in the order
         object.__setattr__(self, name, value)
 
-    def register_buffer(self, name, array):
-        """Keep `array` as self.<name>: moved by to(), cast by astype(), not a parameter, not saved."""
+    def register_buffer(self, name, array, persistent=False):
+        """Keep `array` as self.<name>: moved by to(), cast by astype(), not a parameter;
+        saved in state_dict() (and loaded back) only if persistent."""
         self._buffers[name] = array
+        if persistent:
+            self._persistent.add(name)
         setattr(self, name, array)
+
+    def named_buffers(self, persistent_only=True):
+        """(dotted name, array) of the buffers (the persistent ones by default)."""
+        for prefix, module in self.named_modules():
+            for name, array in module._buffers.items():
+                if array is not None and (name in module._persistent or not persistent_only):
+                    yield prefix + name, array
 
     # ---- running ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -117,8 +130,18 @@ class Module:
 
     # ---- saving and loading -------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: NumPy array}: copies on the host, so later training leaves them unchanged."""
-        return {name: np.array(backend.to_numpy(param.data)) for name, param in self.named_parameters()}
+        """{dotted name: NumPy array}: the parameters and persistent buffers, module by module
+        (own parameters, then own buffers, then each sub-module's; PyTorch's order).
+        Copies on the host, so later training leaves them unchanged."""
+        return {name: np.array(backend.to_numpy(_raw(value))) for name, value in self._state_items()}
+
+    def _state_items(self):
+        for prefix, module in self.named_modules():
+            for name, param in module._parameters.items():
+                yield prefix + name, param
+            for name in module._buffers:
+                if name in module._persistent and module._buffers[name] is not None:
+                    yield prefix + name, module._buffers[name]
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters, in place.
@@ -127,7 +150,7 @@ class Module:
         A wrong shape is always an error; with strict=True (the default) so is
         a missing or an unexpected key. All problems are listed in one error.
         """
-        params = dict(self.named_parameters())
+        params = dict(self._state_items())          # parameters and persistent buffers
         problems = []
         if strict:
             problems += [f"missing key {name!r} (expected shape {params[name].shape})"
@@ -145,7 +168,10 @@ class Module:
         for name, value in state_dict.items():
             if name in params:
                 param = params[name]
-                param.data[...] = backend.to_device(_raw(value), param.device)  # casts to param.dtype
+                if isinstance(param, Tensor):
+                    param.data[...] = backend.to_device(_raw(value), param.device)  # casts to param.dtype
+                else:                                                 # a buffer: its array, in place
+                    param[...] = backend.to_device(_raw(value), backend.device_of(param))
         return self
 
     # ---- devices and dtypes ---------------------------------------------------------------

@@ -4,18 +4,26 @@
     x = x + mlp(ln_2(x))         then each token is transformed on its own
 """
 from miniclip.nn.attention import MultiheadAttention
-from miniclip.nn.layers import LayerNorm, Linear, QuickGELU
+from miniclip.nn.layers import GELU, LayerNorm, Linear, QuickGELU
 from miniclip.nn.module import Module, ModuleList
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": GELU}
 
 
 class MLP(Module):
-    """c_proj(QuickGELU(c_fc(x))): W -> 4W -> W, applied to each token."""
+    """c_proj(act(c_fc(x))): W -> hidden (default 4W) -> W, applied to each token.
 
-    def __init__(self, width, rng=None):
+    activation: "quick_gelu" (OpenAI's CLIP) or "gelu" (exact, erf).
+    """
+
+    def __init__(self, width, rng=None, hidden=None, activation="quick_gelu"):
         super().__init__()
-        self.c_fc = Linear(width, 4 * width, rng=rng)
-        self.gelu = QuickGELU()
-        self.c_proj = Linear(4 * width, width, rng=rng)
+        hidden = 4 * width if hidden is None else hidden
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        self.c_fc = Linear(width, hidden, rng=rng)
+        self.gelu = ACTIVATIONS[activation]()
+        self.c_proj = Linear(hidden, width, rng=rng)
 
     def forward(self, x):
         return self.c_proj(self.gelu(self.c_fc(x)))
@@ -24,12 +32,12 @@ class MLP(Module):
 class ResidualAttentionBlock(Module):
     """x: (N, T, W) -> (N, T, W); mask: additive (T, T) or None."""
 
-    def __init__(self, width, heads, rng=None):
+    def __init__(self, width, heads, rng=None, mlp_width=None, activation="quick_gelu", eps=1e-5):
         super().__init__()
         self.attn = MultiheadAttention(width, heads, rng=rng)
-        self.ln_1 = LayerNorm(width)
-        self.mlp = MLP(width, rng=rng)
-        self.ln_2 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width, eps=eps)
+        self.mlp = MLP(width, rng=rng, hidden=mlp_width, activation=activation)
+        self.ln_2 = LayerNorm(width, eps=eps)
 
     def forward(self, x, mask=None):
         x = x + self.attn(self.ln_1(x), mask=mask)
@@ -41,12 +49,17 @@ class Transformer(Module):
     """`layers` residual blocks of `width` with `heads` heads.  x: (N, T, W) -> (N, T, W)
 
     attn_mask: an additive (T, T) array used by every block (None: no mask).
+    mlp_width, activation, eps: each block's MLP hidden width (None: 4W), its
+    activation, and the LayerNorm eps.
     """
 
-    def __init__(self, width, layers, heads, attn_mask=None, rng=None):
+    def __init__(self, width, layers, heads, attn_mask=None, rng=None, mlp_width=None,
+                 activation="quick_gelu", eps=1e-5):
         super().__init__()
         self.width, self.layers, self.heads = width, layers, heads
-        self.resblocks = ModuleList(ResidualAttentionBlock(width, heads, rng=rng) for _ in range(layers))
+        self.resblocks = ModuleList(
+            ResidualAttentionBlock(width, heads, rng=rng, mlp_width=mlp_width, activation=activation, eps=eps)
+            for _ in range(layers))
         self.register_buffer("attn_mask", attn_mask)
 
     def forward(self, x):

@@ -1,27 +1,28 @@
-"""`python -m miniclip bench [autograd|model|train|tokenizer|data|all]`.
+"""`python -m miniclip bench [autograd|model|tokenizer|data|all]`: miniclip's own figures.
 
 Speed and memory goals live here, never in timed tests. Each benchmark
 prints what it measured; figures depend on the machine (report it with them).
+
+    timer.py      the one timer (median of runs after a warm-up)
+    workloads.py  the configs and batches, shared with the side-by-side benchmark
+    model.py      forward / backward / training-step speed and memory
+    tokenizer.py  BPE encode against a plain reference, train_bpe
+
+Against PyTorch eager, in alternating processes: `python benchmarks/vs_torch.py`
+at the repository root (needs torch; never imported by the package).
 """
 import time
 
 import numpy as np
 
-
-def timeit(fn, repeat=5, warmup=1):
-    """Median wall-clock seconds of fn() over `repeat` runs, after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from miniclip.bench.timer import median_seconds
 
 
-def bench_autograd(report=print):
-    """Fused ops against the same math composed of primitive ops (float32)."""
+def bench_autograd(report=print, smoke=False):
+    """Fused ops against the same math composed of primitive ops (float32).
+
+    smoke=True: tiny arrays, one run each (checks the benchmark runs, times nothing useful).
+    """
     import miniclip.functional as F
     from miniclip import Tensor
     rng = np.random.default_rng(0)
@@ -45,42 +46,44 @@ def bench_autograd(report=print):
     def composed_attention(q, k, v):
         return composed_softmax(q @ k.transpose(0, 1, 3, 2) * (1 / 8.0)) @ v
 
-    x = rng.standard_normal((128, 65, 256)).astype(np.float32)
+    N, repeats = (2, 1) if smoke else (128, 5)
+    x = rng.standard_normal((N, 65, 256)).astype(np.float32)
     w, b = np.ones(256, np.float32), np.zeros(256, np.float32)
-    s = rng.standard_normal((128, 4, 65, 65)).astype(np.float32)
-    q = rng.standard_normal((128, 4, 65, 64)).astype(np.float32)
+    s = rng.standard_normal((N, 4, 65, 65)).astype(np.float32)
+    q = rng.standard_normal((N, 4, 65, 64)).astype(np.float32)
     cases = [
-        ("layer_norm (128, 65, 256)", fwd_bwd(F.layer_norm, x, w, b),
+        (f"layer_norm ({N}, 65, 256)", fwd_bwd(F.layer_norm, x, w, b),
          fwd_bwd(composed_layer_norm, x, w, b)),
-        ("softmax (128, 4, 65, 65)", fwd_bwd(F.softmax, s), fwd_bwd(composed_softmax, s)),
-        ("attention (128, 4, 65, 64)", fwd_bwd(F.scaled_dot_product_attention, q, q, q),
+        (f"softmax ({N}, 4, 65, 65)", fwd_bwd(F.softmax, s), fwd_bwd(composed_softmax, s)),
+        (f"attention ({N}, 4, 65, 64)", fwd_bwd(F.scaled_dot_product_attention, q, q, q),
          fwd_bwd(composed_attention, q, q, q)),
     ]
     report("autograd: forward+backward, float32, fused vs composed of primitives")
     for name, fused, composed in cases:
-        tf, tc = timeit(fused), timeit(composed)
+        tf, tc = median_seconds(fused, repeats), median_seconds(composed, repeats)
         report(f"  {name:28s} fused {1e3 * tf:8.1f} ms   composed {1e3 * tc:8.1f} ms   "
                f"({tc / tf:.1f}x)")
 
 
-def bench_model(report=print):
-    from miniclip import bench_model
-    bench_model.run(report=report)
+def bench_model(report=print, smoke=False):
+    from miniclip.bench import model
+    model.run(report=report, smoke=smoke)
 
 
-def bench_tokenizer(report=print):
-    from miniclip import bench_tokenizer
-    bench_tokenizer.run(report=report)
+def bench_tokenizer(report=print, smoke=False):
+    from miniclip.bench import tokenizer
+    tokenizer.run(report=report, smoke=smoke)
 
 
-def bench_data(report=print):
+def bench_data(report=print, smoke=False):
     """Shapes generation and one epoch of augmented batches through the loader."""
+    size = 256 if smoke else 50_000
     from miniclip.data.loader import DataLoader
     from miniclip.data.shapes import ShapesDataset
     start = time.perf_counter()
-    ds = ShapesDataset("train", size=50_000)
+    ds = ShapesDataset("train", size=size)
     images = ds.arrays()
-    report(f"data: 50,000 shapes images generated in {time.perf_counter() - start:.1f} s")
+    report(f"data: {size:,} shapes images generated in {time.perf_counter() - start:.1f} s")
     loader = DataLoader(images, ds.captions, lambda texts: np.zeros((len(texts), 32), np.int64),
                         batch_size=128, augment=True)
     start = time.perf_counter()
@@ -93,11 +96,12 @@ BENCHES = {"autograd": bench_autograd, "model": bench_model, "tokenizer": bench_
            "data": bench_data}
 
 
-def main(what=("all",)):
+def main(what=("all",), smoke=False, report=print):
+    """Run the named benchmarks; smoke=True: each on tiny inputs, once (a test that they run)."""
     names = list(BENCHES) if "all" in what else list(what)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}: choose from {list(BENCHES)} or all")
     for name in names:
-        BENCHES[name]()
+        BENCHES[name](report=report, smoke=smoke)
     return 0

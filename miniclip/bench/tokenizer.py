@@ -6,19 +6,18 @@ set of pairs and min() over them with a key function every pass, strings
 throughout). Both keep a per-word cache, cleared before every cold run.
 Then times `train_bpe` for 2,000 merges on 100,000 generated captions.
 """
+import html
 import json
 import os
 import time
 from pathlib import Path
 
+import ftfy
 import numpy as np
 
 from miniclip.download import DownloadError
-from miniclip.tokenizer import (BYTE_TO_CHAR, EOT_TEXT, PATTERN, SOT_TEXT, Tokenizer, clean,
+from miniclip.tokenizer import (BYTE_TO_CHAR, EOT_TEXT, PATTERN, SOT_TEXT, WHITESPACE, Tokenizer,
                                 train_bpe)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 class ReferenceBPE:
     """The straightforward encoder (OpenAI's simple_tokenizer.bpe/encode), same merges."""
@@ -69,7 +68,10 @@ class ReferenceBPE:
 
     def encode(self, text):
         ids = []
-        for token in PATTERN.findall(clean(text)):
+        # OpenAI's basic_clean runs ftfy.fix_text on every text (miniclip's clean skips
+        # it on text ftfy leaves alone), then unescapes, collapses whitespace, lowers
+        text = WHITESPACE.sub(" ", html.unescape(html.unescape(ftfy.fix_text(text))).strip()).strip().lower()
+        for token in PATTERN.findall(text):
             token = "".join(BYTE_TO_CHAR[b] for b in token.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self.bpe(token).split(" "))
         return ids
@@ -96,10 +98,10 @@ def generated_captions(num_captions, seed=0, num_words=30000):
 
 
 def fixture_texts():
-    """The strings of the tokenizer fixture file, or None when it is absent."""
-    folder = Path(os.environ.get("MINICLIP_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
-    path = folder / "tokenizer" / "clip_tokenizer_cases.jsonl"
-    if not path.is_file():
+    """The strings of the tokenizer fixture file under $MINICLIP_FIXTURES, or None."""
+    folder = os.environ.get("MINICLIP_FIXTURES")
+    path = Path(folder or ".") / "tokenizer" / "clip_tokenizer_cases.jsonl"
+    if not folder or not path.is_file():
         return None
     return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
 
@@ -125,8 +127,12 @@ def compare(report, label, ours, reference, texts, cold):
     return t_ref / t_ours
 
 
-def run(report=print):
-    """Run the tokenizer benchmark, printing lines through `report`; return the figures."""
+def run(report=print, smoke=False):
+    """Run the tokenizer benchmark, printing lines through `report`; return the figures.
+
+    smoke=True: 300 captions and 20 merges (checks it runs).
+    """
+    num_captions, num_merges = (300, 20) if smoke else (100_000, 2000)
     try:
         tokenizer, vocab_name = Tokenizer.openai(), "OpenAI's (49408 ids)"
     except DownloadError:
@@ -136,7 +142,7 @@ def run(report=print):
     report(f"tokenizer encode, vocabulary {vocab_name}")
     results = {}
 
-    captions = generated_captions(100_000)
+    captions = generated_captions(num_captions)
     for text in captions[:200]:  # both must give the same ids before we time them
         assert tokenizer.encode(text) == reference.encode(text), text
 
@@ -152,11 +158,11 @@ def run(report=print):
     distinct = sorted({word for text in captions[:20000] for word in text.split()})
     results["distinct_words"] = compare(report, f"{len(distinct)} distinct words, cold cache",
                                         tokenizer, reference, distinct, cold=True)
-    results["captions_cold"] = compare(report, "100k generated captions, cold cache",
+    results["captions_cold"] = compare(report, f"{num_captions:,} generated captions, cold cache",
                                        tokenizer, reference, captions, cold=True)
 
     start = time.perf_counter()
-    trained = train_bpe(captions, 2000)
+    trained = train_bpe(captions, num_merges)
     seconds = time.perf_counter() - start
     results["train_bpe_seconds"] = seconds
     report(f"train_bpe: {len(trained.merges)} merges on {len(captions)} generated captions "

@@ -1,0 +1,141 @@
+"""Big elementwise work split over the CPU cores: a small chunked thread pool.
+
+NumPy's BLAS already uses every core for matrix products, but ufuncs (exp,
+tanh, +, *, sums along the last axis) run on one thread. NumPy releases the
+GIL inside a ufunc on large arrays, so Python threads that each call the same
+ufuncs on their own block of rows run truly in parallel:
+
+    out = xp.empty_like(x)
+    def block(rows):                      # rows: a slice of the leading axis
+        xp.tanh(x[rows], out=out[rows])
+    for_row_blocks(len(x), block, size=x.size)
+
+Every element is computed by the same ufunc call sequence as without the pool,
+so results are bit-for-bit identical (only reductions *across* rows would
+change their summation order: `for_row_blocks` is never used for those).
+Blocks are also small enough to stay in the CPU cache while several ops run
+on them one after another, which saves memory passes even on one thread.
+
+How many threads (for this pool and for NumPy's BLAS), `num_threads()`:
+MINICLIP_THREADS if set (1 turns the pool off); else OPENBLAS_NUM_THREADS /
+OMP_NUM_THREADS if set; else the cores this process may run on minus those
+other processes keep busy (the 1-minute load average, less this process),
+at least 1. `configure_blas()` (run when miniclip is imported) gives BLAS
+the same count, through threadpoolctl.
+
+Why not simply all cores: a threaded GEMM splits each product in equal parts
+and waits for every thread. When other processes hold the cores, one of
+OpenBLAS's threads is descheduled and the others spin waiting for it (and,
+after a product, keep spinning before they sleep, taking CPU from the
+processes they wait for). On this project's 2-core machine at load ~14, a
+(102, 64) @ (64, 256) product took 0.75 ms on 1 thread and 8.8 ms on 2, a
+micro-config training step 9× longer. Measured beside each other in
+benchmarks/vs_torch.py, 2 threads pay only on a machine that has 2 idle cores.
+
+This pool does not wait for a descheduled thread: blocks are claimed one at a
+time from a shared counter, so whichever thread runs takes the next block.
+CuPy arrays never use the pool (the GPU is already parallel): `for_row_blocks`
+then calls the function once on all rows.
+"""
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+MIN_ELEMENTS = 1 << 16           # below this, thread hand-off costs more than it saves
+BLOCK_ELEMENTS = 1 << 15         # ~128 KiB of float32 per array per block: fits in L2
+
+_pool = None
+_pool_threads = 0
+_default_threads = None
+
+
+def available_cores():
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                       # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def idle_cores():
+    """Cores not kept busy by other processes: cores − (1-minute load − this process), ≥ 1."""
+    cores = available_cores()
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
+def num_threads():
+    """Threads for the pool and BLAS: MINICLIP_THREADS, else OPENBLAS_NUM_THREADS /
+    OMP_NUM_THREADS, else the idle cores when first asked (see the module docstring)."""
+    global _default_threads
+    for name in ("MINICLIP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{name}={value!r}: use a positive integer (1: no threads)")
+            return int(value)
+    if _default_threads is None:
+        _default_threads = idle_cores()
+    return _default_threads
+
+
+def configure_blas(threads=None):
+    """Give NumPy's BLAS `threads` threads (default num_threads()); returns the count.
+
+    Uses threadpoolctl, which changes a BLAS already loaded; without it, nothing changes.
+    """
+    threads = num_threads() if threads is None else threads
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return threads
+    threadpool_limits(threads, user_api="blas")
+    return threads
+
+
+def _get_pool(threads):
+    global _pool, _pool_threads
+    if _pool is None or _pool_threads != threads:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool, _pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="miniclip"), threads
+    return _pool
+
+
+def row_blocks(num_rows, size, block_elements=BLOCK_ELEMENTS):
+    """Slices that cut range(num_rows) into blocks of about `block_elements` elements
+    (`size` elements in all)."""
+    per_row = max(1, size // max(1, num_rows))
+    step = max(1, block_elements // per_row)
+    return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
+
+
+def for_row_blocks(num_rows, fn, size, on_gpu=False):
+    """Call fn(rows) for blocks of rows covering range(num_rows), on the pool's threads.
+
+    size: how many elements the work touches per array (decides whether to split).
+    fn must only write rows `rows` of its outputs (blocks never overlap).
+    """
+    if on_gpu or num_rows < 2:
+        fn(slice(0, num_rows))
+        return
+    blocks = row_blocks(num_rows, size)
+    threads = min(num_threads(), len(blocks))
+    if threads == 1 or size < MIN_ELEMENTS:
+        for rows in blocks:
+            fn(rows)
+        return
+    claim = itertools.count()                    # next(claim) is atomic under the GIL
+
+    def worker():
+        for i in iter(lambda: next(claim), None):
+            if i >= len(blocks):
+                return
+            fn(blocks[i])
+    futures = [_get_pool(threads).submit(worker) for _ in range(threads - 1)]
+    worker()                                     # this thread takes blocks too
+    for future in futures:
+        future.result()                          # re-raises a worker's exception
