@@ -9,29 +9,55 @@ import numpy as np
 
 def _save(fig, path):
     if path is not None:
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
 
 
-def similarity_matrix(similarity, texts=None, path=None, images=None, title="cosine similarity"):
+def annotate(ax, values, fmt="{:.2f}", masked=None):
+    """Write each value in its cell of an imshow'd matrix (small matrices only), in white on dark
+    cells and black on light ones; cells where `masked` is True get a hatched grey instead."""
+    values = np.asarray(values)
+    image = ax.get_images()[-1]
+    for (i, j), v in np.ndenumerate(values):
+        if masked is not None and masked[i, j]:
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", edgecolor="0.6",
+                                       hatch="///", lw=0))
+            continue
+        r, g, b, _ = image.cmap(image.norm(v))
+        colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color=colour)
+
+
+def similarity_matrix(similarity, texts=None, path=None, images=None, title="cosine similarity",
+                      vmin=None, vmax=None, values=None, ax=None):
     """Heatmap of an (N, N) image-text similarity matrix; the diagonal (positives) is boxed.
 
     similarity: (N, N), row i = image i, column j = text j.
+    texts: the N captions, shown in full under the matrix as a numbered legend (column j = text j).
     images: optional uint8 (N, S, S, 3) shown along the left edge.
+    vmin, vmax: the colour scale (give two matrices the same one to compare them).
+    values: write each cell's number (default: when N <= 12).
+    ax: draw into this axes instead of a new figure.
     """
     similarity = np.asarray(similarity)
     n = len(similarity)
-    fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 1 + 0.45 * n))
-    im = ax.imshow(similarity, cmap="viridis")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(2.5 + 0.55 * n, 1.5 + 0.5 * n))
+    else:
+        fig = ax.figure
+    im = ax.imshow(similarity, cmap="viridis", vmin=vmin, vmax=vmax)
+    if values if values is not None else n <= 12:
+        annotate(ax, similarity)
     for i in range(n):   # mark the positives
         ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
     ax.set_xlabel("text j")
     ax.set_ylabel("image i")
+    ax.set_xticks(range(n))
     if texts is not None:
-        ax.set_xticks(range(n))
-        ax.set_xticklabels([t if len(t) < 28 else t[:25] + "..." for t in texts],
-                           rotation=60, ha="right", fontsize=7)
+        legend = "\n".join(f"{j}: {t}" for j, t in enumerate(texts))
+        ax.annotate(legend, (0, 0), xycoords="axes fraction", xytext=(0, -34),
+                    textcoords="offset points", va="top", ha="left", fontsize=7.5)
     if images is not None:
         ax.set_yticks([])
         for i, img in enumerate(images):
@@ -55,26 +81,29 @@ def training_curves(history, path=None):
     axes[1].set_title("batch accuracy")
     axes[1].legend()
     axes[2].plot(steps, [r["temperature"] for r in history])
-    axes[2].set_title("temperature τ = 1/exp(logit_scale)")
+    axes[2].set_title("temperature τ = 1/s = exp(−logit_scale)")
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def attention_map(image, attention, grid, path=None, title="class-token attention"):
-    """Overlay how much the class token attends to each patch.
+def attention_map(image, attention, grid, path=None, title="class-token attention",
+                  vmin=0.0, vmax=None):
+    """Overlay how much the class token attends to each patch, with a colour bar.
 
     image: uint8 (S, S, 3); attention: (grid*grid,) weights over patches.
+    vmin, vmax: the colour scale (default 0 to this map's maximum; share it to compare maps).
     """
     heat = np.asarray(attention).reshape(grid, grid)
-    fig, axes = plt.subplots(1, 2, figsize=(5, 2.5))
+    fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.5))
     axes[0].imshow(image)
     axes[0].set_title("image")
     axes[1].imshow(image)
-    axes[1].imshow(heat, cmap="inferno", alpha=0.6,
-                   extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+    im = axes[1].imshow(heat, cmap="inferno", alpha=0.6, vmin=vmin, vmax=vmax,
+                        extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
     axes[1].set_title(title)
     for ax in axes:
         ax.axis("off")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, label="attention weight")
     return _save(fig, path)

@@ -1,0 +1,128 @@
+"""What every lesson shares, in one place: fast mode, figure settings, where the optional shared
+files are, and the one training run on the captioned shapes that lessons 01, 06, 07 and 08 read.
+
+    from course import FAST, FIXTURES, ASSETS, DATA, setup, shared_run, shown
+    setup()                                  # figures at 110 dpi, readable fonts
+    model, tokenizer, meta, run = shared_run()
+
+Nothing here is part of miniclip: it only calls miniclip's public API (`miniclip.train.train`,
+`TrainConfig`, `model_from_checkpoint`) so that the notebooks stay about CLIP, not about setup.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+LESSONS = Path(__file__).resolve().parent
+REPO = LESSONS.parent
+
+FAST = os.environ.get("MINICLIP_FAST", "0") == "1"   # MINICLIP_FAST=1: a quick run (what the tests do)
+
+
+def _shared(variable, name):
+    """A shared folder: $variable if set, else ../shared/<name> beside the repository."""
+    return Path(os.environ.get(variable) or REPO.parent / "shared" / name).expanduser().resolve()
+
+
+FIXTURES = _shared("MINICLIP_FIXTURES", "fixtures")  # reference outputs of OpenAI's code (lesson 09)
+ASSETS = _shared("MINICLIP_ASSETS", "assets")        # OpenAI's vocabulary, pretrained weights
+DATA = _shared("MINICLIP_DATA", "data")              # CIFAR archives
+
+
+def setup():
+    """Figure and print settings shared by the lessons; tells miniclip where the shared folders are."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "font.size": 9,
+                         "axes.titlesize": 10, "xtick.labelsize": 8, "ytick.labelsize": 8,
+                         "legend.fontsize": 8, "image.cmap": "viridis"})
+    np.set_printoptions(precision=4, suppress=True, linewidth=110)
+    os.environ.setdefault("MINICLIP_ASSETS", str(ASSETS))   # miniclip reads these variables
+    os.environ.setdefault("MINICLIP_DATA", str(DATA))
+
+
+def shown(path):
+    """A path as it may appear in a notebook's output: relative to the repository, to the cache
+    ($MINICLIP_CACHE) or to the home folder, never this machine's absolute layout."""
+    from miniclip.download import cache_dir
+
+    path = Path(path).expanduser().resolve()
+    for base, name in ((REPO, ""), (cache_dir().resolve(), "$MINICLIP_CACHE/"),
+                       (REPO.parent / "shared", "../shared/"), (Path.home().resolve(), "~/")):
+        try:
+            return name + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return path.name
+
+
+# ---- freshness --------------------------------------------------------------
+
+def source_files(lessons_helper=True):
+    """The code a notebook's outputs depend on besides its own cells: miniclip/**/*.py, and this
+    file. (Not the other notebooks: a new lesson does not make the old ones stale.)"""
+    files = sorted(REPO.glob("miniclip/**/*.py"))
+    return files + [LESSONS / "course.py"] if lessons_helper else files
+
+
+def source_hashes(lessons_helper=True):
+    """{path relative to the repo: sha256 of its bytes (first 16 hex digits)}."""
+    return {p.relative_to(REPO).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in source_files(lessons_helper)}
+
+
+def combined_hash(hashes):
+    """One digest for a {name: digest} dict."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- the shared training run --------------------------------------------------
+
+def shared_config():
+    """The TrainConfig of the lessons' shared run: miniclip's default recipe for the shapes
+    (TrainConfig's per-dataset defaults: the `tiny` config, its steps and learning rate), cut to
+    150 steps in fast mode; no evaluation during the run (the lessons evaluate it themselves)."""
+    from miniclip.train import TrainConfig
+
+    return TrainConfig(dataset="shapes", steps=150 if FAST else None, out=str(REPO / "runs" / "lessons"),
+                       name="shapes-fast" if FAST else "shapes", eval_every=10**9)
+
+
+def _stamp(cfg):
+    """What a finished run must match to be reused: its config and the miniclip source."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
+    return {"config": train, "miniclip_source": combined_hash(source_hashes(lessons_helper=False))}
+
+
+def shared_run(cfg=None, progress=True):
+    """Train the run once (with a progress bar), or load it if a finished run with the same config
+    and the same miniclip source is on disk. Returns (model, tokenizer, meta, run folder)."""
+    from miniclip.checkpoint import model_from_checkpoint
+    from miniclip.train import train
+
+    cfg = cfg or shared_config()
+    run = Path(cfg.out) / cfg.name
+    stamp_file = run / "lessons_stamp.json"
+    wanted = _stamp(cfg)
+    reusable = ((run / "summary.json").is_file() and stamp_file.is_file()
+                and json.loads(stamp_file.read_text()) == wanted)
+    if reusable:
+        print(f"loading the shared run {shown(run)} (delete the folder to train it again)")
+    else:
+        if run.exists():
+            print(f"{shown(run)} was trained with another config or older miniclip code: training again")
+            shutil.rmtree(run)
+        print(f"training the shared run into {shown(run)}: {cfg.steps} steps of the "
+              f"'{cfg.model}' config, batch {cfg.batch_size} (reused next time)")
+        train(cfg, progress=progress)
+        stamp_file.write_text(json.dumps(wanted, indent=1))
+    model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")
+    summary = json.loads((run / "summary.json").read_text())
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
+    print(f"{meta['step']} steps, {summary['wall_seconds'] / 60:.1f} min of training, "
+          f"last logged batch loss {losses[-1]:.3f}" if losses else "")
+    return model, tokenizer, meta, run
