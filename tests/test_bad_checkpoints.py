@@ -76,23 +76,8 @@ def test_malformed_json_is_a_checkpoint_error(tmp_path):
 
 
 # ---- tiny files that would take gigabytes (item 8) ---------------------------------------
-# Pickle protocol-2 opcodes, as in test_pretrained.py.
-
-def op_str(s):
-    data = s.encode()
-    return b"X" + struct.pack("<I", len(data)) + data       # BINUNICODE
-
-
-def op_int(n):
-    return b"J" + struct.pack("<i", n)                      # BININT
-
-
-def op_tuple(items):
-    return b"(" + b"".join(items) + b"t"                    # MARK ... TUPLE
-
-
-def op_global(module, name):
-    return b"c" + f"{module}\n{name}\n".encode()            # GLOBAL
+# Pickle protocol-2 opcodes: the helpers test_pretrained.py builds its torch zips with.
+from test_pretrained import op_global, op_int, op_str, op_tuple  # noqa: E402
 
 
 def tensor_pickle(key, numel, offset, size, stride, storage_type="FloatStorage"):
