@@ -106,11 +106,39 @@ def test_row_blocks_cover_every_row_once():
     np.testing.assert_array_equal(rows, np.arange(1000))
 
 
-@pytest.mark.parametrize("load, expected", [(13.0, 1), (2.2, 1), (1.0, 2), (0.1, 2)])
-def test_default_threads_leave_busy_cores_alone(monkeypatch, load, expected):
+@pytest.mark.parametrize("busy, expected", [(2.0, 1), (1.2, 1), (0.4, 2), (0.0, 2)])
+def test_default_threads_leave_busy_cores_alone(monkeypatch, busy, expected):
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel, "busy_cores_now", lambda: busy)
+    assert parallel.idle_cores() == expected
+
+
+@pytest.mark.parametrize("load, expected", [(13.0, 1), (2.2, 1), (1.0, 2), (0.1, 2)])
+def test_without_proc_stat_the_load_average_decides(monkeypatch, load, expected):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel, "busy_cores_now", lambda: None)
     monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, load, load))
     assert parallel.idle_cores() == expected
+
+
+def test_busy_cores_read_from_proc_stat(monkeypatch, tmp_path):
+    """Two samples of /proc/stat: cpu0 busy 3/4 of the interval, cpu1 idle, cpu2 not ours."""
+    samples = iter([
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0\ncpu1 0 0 0 200 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n",
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 170 0 0 110 0 0 0 20\ncpu1 0 0 0 300 0 0 0 0\ncpu2 99 0 0 1 0 0 0 0\n",
+    ])
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/stat":
+            target = tmp_path / "stat"
+            target.write_text(next(samples))
+            return real_open(target, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel.time, "sleep", lambda seconds: None)
+    assert parallel.busy_cores_now() == pytest.approx(0.9)   # cpu0: (70 user + 20 steal) / 100
 
 
 def test_thread_count_from_the_environment_first(monkeypatch):

@@ -19,7 +19,7 @@ on them one after another, which saves memory passes even on one thread.
 How many threads (for this pool and for NumPy's BLAS), `num_threads()`:
 MINICLIP_THREADS if set (1 turns the pool off); else OPENBLAS_NUM_THREADS /
 OMP_NUM_THREADS if set; else the cores this process may run on minus those
-other processes keep busy (the 1-minute load average, less this process),
+other processes keep busy, measured over 0.1 s when first asked (busy_cores_now),
 at least 1. `configure_blas()` (run when miniclip is imported) gives BLAS
 the same count, through threadpoolctl.
 
@@ -39,6 +39,7 @@ then calls the function once on all rows.
 """
 import itertools
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 MIN_ELEMENTS = 1 << 16           # below this, thread hand-off costs more than it saves
@@ -57,13 +58,45 @@ def available_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def idle_cores():
-    """Cores not kept busy by other processes: cores − (1-minute load − this process), ≥ 1."""
-    cores = available_cores()
+def busy_cores_now(interval=0.1):
+    """How many of this process's cores others keep busy right now, or None if unknown.
+
+    Reads /proc/stat (Linux) twice, `interval` seconds apart, while this process
+    sleeps: busy = the time those cores spent neither idle nor waiting for
+    disk (time a virtual machine's host gave to other guests, "steal",
+    counts as busy). The 1-minute load average would also count processes that
+    finished seconds ago, such as the pip install just before a first run.
+    """
+    def sample():
+        with open("/proc/stat") as f:                # "cpuN user nice system idle iowait ..."
+            rows = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
+        times = {int(row[0][3:]): [int(v) for v in row[1:]] for row in rows}
+        return {cpu: (sum(t), t[3] + t[4]) for cpu, t in times.items() if cpu in cores}
     try:
-        others = max(0.0, os.getloadavg()[0] - 1.0)
-    except (AttributeError, OSError):
-        return cores
+        cores = os.sched_getaffinity(0)
+        before = sample()
+        time.sleep(interval)
+        after = sample()
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+    busy = 0.0
+    for cpu in after.keys() & before.keys():
+        total = after[cpu][0] - before[cpu][0]
+        idle = after[cpu][1] - before[cpu][1]
+        busy += (total - idle) / total if total > 0 else 0.0
+    return busy
+
+
+def idle_cores():
+    """Cores not kept busy by other processes right now (busy_cores_now), at least 1;
+    without /proc/stat: cores − (1-minute load average − this process)."""
+    cores = available_cores()
+    others = busy_cores_now()
+    if others is None:
+        try:
+            others = max(0.0, os.getloadavg()[0] - 1.0)
+        except (AttributeError, OSError):
+            return cores
     return max(1, min(cores, int(cores - others + 0.5)))
 
 
