@@ -81,15 +81,19 @@ def save_checkpoint(path, model, optimizer=None, meta=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path):
-    """Read a checkpoint: {'params': {name: array}, 'optim': {key: array}, 'meta': dict}."""
+def load_checkpoint(path, optimiser=True):
+    """Read a checkpoint: {'params': {name: array}, 'optim': {key: array}, 'meta': dict}.
+
+    optimiser=False leaves the optimiser's arrays on disk ('optim' is then {}).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             params = {k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")}
-            optim = {k[len("optim/"):]: archive[k] for k in archive.files if k.startswith("optim/")}
+            optim = {k[len("optim/"):]: archive[k] for k in archive.files
+                     if optimiser and k.startswith("optim/")}
             meta = json.loads(str(archive["meta_json"])) if "meta_json" in archive.files else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a readable miniclip checkpoint ({err}); "

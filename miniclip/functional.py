@@ -6,7 +6,7 @@ class; the math and its backward live in miniclip/autograd/ops.py
 miniclip/autograd/conv_ops.py (the ResNet tower's convolution, batch norm, pooling).
 """
 from miniclip.autograd import conv_ops, nn_ops, ops
-from miniclip.autograd.tensor import as_tensor, _data
+from miniclip.autograd.tensor import as_array, as_tensor
 
 matmul = ops.matmul
 
@@ -66,7 +66,7 @@ def stack(tensors, axis=0):
 def where(cond, a, b):
     """a where cond is True, else b. cond: a boolean array or Tensor (no gradient)."""
     a = as_tensor(a)
-    return ops.Where.apply(a, b, cond=_data(cond))
+    return ops.Where.apply(a, b, cond=as_array(cond))
 
 
 def softmax(x, axis=-1):
@@ -109,17 +109,17 @@ def linear(x, weight, bias=None):
 
 def cross_entropy(logits, targets):
     """logits: (N, C); targets: (N,) class indices or (N, C) probabilities -> mean loss."""
-    return nn_ops.CrossEntropy.apply(logits, targets=_data(targets))
+    return nn_ops.CrossEntropy.apply(logits, targets=as_array(targets))
 
 
 def scaled_dot_product_attention(q, k, v, mask=None):
     """q: (..., Tq, D), k: (..., Tk, D), v: (..., Tk, Dv); mask additive -> (..., Tq, Dv)"""
-    return nn_ops.ScaledDotProductAttention.apply(q, k, v, mask=_data(mask))
+    return nn_ops.ScaledDotProductAttention.apply(q, k, v, mask=as_array(mask))
 
 
 def embedding(ids, weight):
     """ids: (...) integers, weight: (V, D) -> (..., D)"""
-    return nn_ops.Embedding.apply(weight, ids=_data(ids))
+    return nn_ops.Embedding.apply(weight, ids=as_array(ids))
 
 
 def normalize(x, axis=-1, eps=1e-12):
@@ -141,8 +141,8 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
     ones updated in place), else the running statistics. weight, bias, running_*: (C,)."""
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-    return conv_ops.BatchNorm2d.apply(x, weight, bias, running_mean=_data(running_mean),
-                                      running_var=_data(running_var), training=training,
+    return conv_ops.BatchNorm2d.apply(x, weight, bias, running_mean=as_array(running_mean),
+                                      running_var=as_array(running_var), training=training,
                                       momentum=momentum, eps=eps)
 
 

@@ -11,7 +11,7 @@ these N captions is mine?" and "which of these N images is mine?".
 """
 import miniclip.functional as F
 from miniclip import backend
-from miniclip.autograd.tensor import Tensor
+from miniclip.autograd.tensor import as_array
 
 
 def clip_loss(logits_per_image, logits_per_text, positives=None, offset=0):
@@ -33,7 +33,7 @@ def clip_loss(logits_per_image, logits_per_text, positives=None, offset=0):
         xp = backend.get_array_module(logits_per_image.data)
         image_targets = text_targets = xp.arange(rows) + offset       # pair i is column offset + i
     else:
-        image_targets = positives.data if isinstance(positives, Tensor) else positives
+        image_targets = as_array(positives)
         image_targets = image_targets.astype(logits_per_image.dtype, copy=False)
         if tuple(image_targets.shape) != (rows, columns):
             raise ValueError(f"positives have shape {tuple(image_targets.shape)}, the logits "
@@ -52,14 +52,14 @@ def batch_accuracy(logits_per_image, logits_per_text=None, offset=0):
     see clip_loss): the fractions of this rank's rows of each whose largest entry
     is column offset + i.
     """
-    scores = logits_per_image.data if isinstance(logits_per_image, Tensor) else logits_per_image
+    scores = as_array(logits_per_image)
     xp = backend.get_array_module(scores)
     if logits_per_text is None:
         targets = xp.arange(scores.shape[0])
         image_to_text = float((scores.argmax(axis=1) == targets).mean())
         text_to_image = float((scores.argmax(axis=0) == targets).mean())
         return image_to_text, text_to_image
-    text_scores = logits_per_text.data if isinstance(logits_per_text, Tensor) else logits_per_text
+    text_scores = as_array(logits_per_text)
     targets = xp.arange(scores.shape[0]) + offset
     return (float((scores.argmax(axis=1) == targets).mean()),
             float((text_scores.argmax(axis=1) == targets).mean()))

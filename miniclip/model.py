@@ -22,7 +22,7 @@ import numpy as np
 
 import miniclip.functional as F
 from miniclip import backend
-from miniclip.autograd.tensor import Tensor
+from miniclip.autograd.tensor import Tensor, as_array
 from miniclip.nn import NO_INIT, Embedding, LayerNorm, Module, Parameter, PatchEmbedding, Transformer
 from miniclip.nn.resnet import ModifiedResNet
 
@@ -179,74 +179,58 @@ for _name, _facts in _OPENCLIP.items():
     OPENCLIP_CONFIGS[_name + "-quickgelu"] = _openclip(**_facts, activation="quick_gelu")
 
 
+_replace = dataclasses.replace
+# OpenAI's released models (the shapes of their state dicts)
+_VIT_B32 = CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                      vision_patch_size=32, context_length=77, vocab_size=49408,
+                      transformer_width=512, transformer_heads=8, transformer_layers=12)
+_VIT_L14 = _replace(_VIT_B32, embed_dim=768, vision_layers=24, vision_width=1024,
+                    vision_patch_size=14, transformer_width=768, transformer_heads=12)
+_RN50 = _replace(_VIT_B32, embed_dim=1024, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None)
+# From scratch on 32×32 images (the trainer sets vocab_size from its tokenizer;
+# heads = width // 64 as OpenAI infers them from weights). tiny: the default for
+# shapes; 8×8 patches (a 4×4 grid) keep a CPU step short.
+_TINY = CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
+                   vision_patch_size=8, context_length=24, vocab_size=1000,
+                   transformer_width=128, transformer_heads=2, transformer_layers=4)
+# cifar-tiny: tiny's image tower, a 2-layer text tower on context 16 (CIFAR's
+# prompts are short and few): the default for CIFAR on a CPU
+_CIFAR_TINY = _replace(_TINY, context_length=16, transformer_layers=2)
+
 CONFIGS = {
-    # OpenAI's released ViT models (the shapes of their state dicts)
-    "ViT-B/32": CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                           vision_patch_size=32, context_length=77, vocab_size=49408,
-                           transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "ViT-B/16": CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                           vision_patch_size=16, context_length=77, vocab_size=49408,
-                           transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "ViT-L/14": CLIPConfig(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
-                           vision_patch_size=14, context_length=77, vocab_size=49408,
-                           transformer_width=768, transformer_heads=12, transformer_layers=12),
-    "ViT-L/14@336px": CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=24,
-                                 vision_width=1024, vision_patch_size=14, context_length=77,
-                                 vocab_size=49408, transformer_width=768, transformer_heads=12,
-                                 transformer_layers=12),
-    # OpenAI's released ResNet models (ModifiedResNet image towers)
-    "RN50": CLIPConfig(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3),
-                       vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
-                       transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "RN101": CLIPConfig(embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3),
-                        vision_width=64, vision_patch_size=None, context_length=77, vocab_size=49408,
-                        transformer_width=512, transformer_heads=8, transformer_layers=12),
-    "RN50x4": CLIPConfig(embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6),
-                         vision_width=80, vision_patch_size=None, context_length=77, vocab_size=49408,
-                         transformer_width=640, transformer_heads=10, transformer_layers=12),
-    "RN50x16": CLIPConfig(embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8),
-                          vision_width=96, vision_patch_size=None, context_length=77, vocab_size=49408,
-                          transformer_width=768, transformer_heads=12, transformer_layers=12),
-    "RN50x64": CLIPConfig(embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10),
-                          vision_width=128, vision_patch_size=None, context_length=77, vocab_size=49408,
-                          transformer_width=1024, transformer_heads=16, transformer_layers=12),
-    # from scratch on 32×32 images (the trainer sets vocab_size from its tokenizer;
-    # heads = width // 64 as OpenAI infers them from weights).
-    # micro: seconds-long test runs.
-    "micro": CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64,
-                        vision_patch_size=8, context_length=16, vocab_size=1000,
-                        transformer_width=64, transformer_heads=1, transformer_layers=2),
-    # tiny: the default for shapes; 8×8 patches (a 4×4 grid) keep a CPU step short
-    "tiny": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
-                       vision_patch_size=8, context_length=24, vocab_size=1000,
-                       transformer_width=128, transformer_heads=2, transformer_layers=4),
+    "ViT-B/32": _VIT_B32,
+    "ViT-B/16": _replace(_VIT_B32, vision_patch_size=16),
+    "ViT-L/14": _VIT_L14,
+    "ViT-L/14@336px": _replace(_VIT_L14, image_resolution=336),
+    # ModifiedResNet image towers: vision_layers = Bottlenecks per stage, width = the stem's
+    "RN50": _RN50,
+    "RN101": _replace(_RN50, embed_dim=512, vision_layers=(3, 4, 23, 3)),
+    "RN50x4": _replace(_RN50, embed_dim=640, image_resolution=288, vision_layers=(4, 6, 10, 6),
+                       vision_width=80, transformer_width=640, transformer_heads=10),
+    "RN50x16": _replace(_RN50, embed_dim=768, image_resolution=384, vision_layers=(6, 8, 18, 8),
+                        vision_width=96, transformer_width=768, transformer_heads=12),
+    "RN50x64": _replace(_RN50, embed_dim=1024, image_resolution=448, vision_layers=(3, 15, 36, 10),
+                        vision_width=128, transformer_width=1024, transformer_heads=16),
+    # micro: seconds-long test runs
+    "micro": _replace(_TINY, embed_dim=64, vision_layers=2, vision_width=64, context_length=16,
+                      transformer_width=64, transformer_heads=1, transformer_layers=2),
+    "tiny": _TINY,
     # tiny-p4: the same widths on 4×4 patches (an 8×8 grid): finer detail, ~2.5× the cost
-    "tiny-p4": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
-                          vision_patch_size=4, context_length=24, vocab_size=1000,
-                          transformer_width=128, transformer_heads=2, transformer_layers=4),
-    # cifar-tiny: tiny's image tower, a 2-layer text tower on context 16 (CIFAR's
-    # prompts are short and few): the default for CIFAR on a CPU
-    "cifar-tiny": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4,
-                             vision_width=128, vision_patch_size=8, context_length=16,
-                             vocab_size=1000, transformer_width=128, transformer_heads=2,
-                             transformer_layers=2),
+    "tiny-p4": _replace(_TINY, vision_patch_size=4),
+    "cifar-tiny": _CIFAR_TINY,
     # micro-rn: a ResNet tower for seconds-long test runs
-    "micro-rn": CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=(1, 1, 1, 1),
-                           vision_width=8, vision_patch_size=None, context_length=16,
-                           vocab_size=1000, transformer_width=64, transformer_heads=1,
-                           transformer_layers=2),
+    "micro-rn": _replace(_CIFAR_TINY, embed_dim=64, vision_layers=(1, 1, 1, 1), vision_width=8,
+                         vision_patch_size=None, transformer_width=64, transformer_heads=1),
     # cifar-rn: OpenAI's ModifiedResNet tower on 32×32 images: one Bottleneck per stage,
     # stem width 16 (stages of 64, 128, 256, 512 channels), an attention pool of width 512
     # (8 heads) over the final 1×1 grid plus the mean token; cifar-tiny's text tower.
     # 1.9 M parameters (cifar-tiny: 1.4 M)
-    "cifar-rn": CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=(1, 1, 1, 1),
-                           vision_width=16, vision_patch_size=None, context_length=16,
-                           vocab_size=1000, transformer_width=128, transformer_heads=2,
-                           transformer_layers=2),
+    "cifar-rn": _replace(_CIFAR_TINY, vision_layers=(1, 1, 1, 1), vision_width=16,
+                         vision_patch_size=None),
     # small: wider and deeper, for a GPU
-    "small": CLIPConfig(embed_dim=256, image_resolution=32, vision_layers=6, vision_width=256,
-                        vision_patch_size=4, context_length=24, vocab_size=1000,
-                        transformer_width=256, transformer_heads=4, transformer_layers=6),
+    "small": _replace(_TINY, embed_dim=256, vision_layers=6, vision_width=256, vision_patch_size=4,
+                      transformer_width=256, transformer_heads=4, transformer_layers=6),
     **OPENCLIP_CONFIGS,
 }
 
@@ -437,7 +421,7 @@ class CLIP(Module):
 
     def encode_text(self, ids):
         """ids: (N, C) token ids (end-of-text = each row's largest id) -> (N, E) Tensor."""
-        ids = ids.data if isinstance(ids, Tensor) else ids
+        ids = as_array(ids)
         if backend.device_of(ids) == "cpu":
             ids = np.asarray(ids)                 # checked on the host, then copied once
         C, V = self.config.context_length, self.config.vocab_size
@@ -492,7 +476,7 @@ class CLIP(Module):
         (default float32); the arrays are cast to it. No random weights are
         drawn: the model is allocated, then filled.
         """
-        state = {k: v for k, v in state_dict.items() if k not in _NOT_PARAMETERS}
+        state = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
         if config is None:
             config = config_from_state_dict(state)
         model = cls(config, init=False)
@@ -504,7 +488,13 @@ class CLIP(Module):
         return f"{self.num_parameters():,} parameters"
 
 
-_NOT_PARAMETERS = ("input_resolution", "context_length", "vocab_size")   # in OpenAI's .pt files
+# numbers OpenAI's .pt files keep beside the weights (not parameters)
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def count_layers(state_dict, prefix):
+    """How many blocks: the distinct i in the names "<prefix><i>.*"."""
+    return len({name[len(prefix):].split(".")[0] for name in state_dict if name.startswith(prefix)})
 
 
 def config_from_state_dict(state_dict):
@@ -523,23 +513,18 @@ def config_from_state_dict(state_dict):
                            f"(Hugging Face names are converted by miniclip.pretrained)")
 
     def shape(name):
-        return tuple(np.shape(state_dict[name].data if isinstance(state_dict[name], Tensor)
-                              else state_dict[name]))
-
-    def count_layers(prefix):                          # distinct i in "<prefix><i>.*"
-        return len({name[len(prefix):].split(".")[0] for name in state_dict
-                    if name.startswith(prefix)})
+        return tuple(np.shape(as_array(state_dict[name])))
 
     text_width = shape("ln_final.weight")[0]
     if resnet:   # OpenAI's build_model: depths from the layerK.<i> keys, width from layer1's conv1
-        vision_layers = tuple(count_layers(f"visual.layer{k}.") for k in (1, 2, 3, 4))
+        vision_layers = tuple(count_layers(state_dict, f"visual.layer{k}.") for k in (1, 2, 3, 4))
         vision_width = shape("visual.layer1.0.conv1.weight")[0]
         grid = round((shape("visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
         image_resolution, patch = 32 * grid, None
     else:
         vision_width, _, _, patch = shape("visual.conv1.weight")
         grid = round((shape("visual.positional_embedding")[0] - 1) ** 0.5)
-        vision_layers, image_resolution = count_layers("visual.transformer.resblocks."), patch * grid
+        vision_layers, image_resolution = count_layers(state_dict, "visual.transformer.resblocks."), patch * grid
 
     def mlp_width(prefix, width):                      # c_fc.weight: (hidden, W); None if 4W
         name = prefix + "0.mlp.c_fc.weight"
@@ -555,7 +540,7 @@ def config_from_state_dict(state_dict):
         vocab_size=shape("token_embedding.weight")[0],
         transformer_width=text_width,
         transformer_heads=max(1, text_width // 64),
-        transformer_layers=count_layers("transformer.resblocks."),
+        transformer_layers=count_layers(state_dict, "transformer.resblocks."),
         vision_mlp_width=mlp_width("visual.transformer.resblocks.", vision_width),
         transformer_mlp_width=mlp_width("transformer.resblocks.", text_width),
     )

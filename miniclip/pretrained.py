@@ -42,7 +42,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from miniclip.backend import to_numpy
-from miniclip.checkpoint import atomic_write
+from miniclip.checkpoint import atomic_write, load_checkpoint
+from miniclip.model import OPENAI_EXTRA_KEYS
 
 
 class CheckpointError(ValueError):
@@ -62,8 +63,6 @@ _STORAGE_DTYPES = {
     "BoolStorage": "?",
 }
 
-# Keys OpenAI's TorchScript archives carry beside the weights (ints, not weights).
-OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 # What `torch.save` (before torch 1.6) wrote first: pickle protocol 2, then
 # the magic number 0x1950a86a20f9469cfc6c as a LONG1.
@@ -972,14 +971,10 @@ def _read_weights_file(path):
     if path.endswith(".safetensors"):
         return read_safetensors(path)
     if path.endswith(".npz"):
-        try:  # only the param/* arrays are read (a checkpoint also holds optimiser state)
-            with np.load(path, allow_pickle=False) as archive:
-                state = {key[len("param/"):]: archive[key] for key in archive.files if key.startswith("param/")}
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise CheckpointError(f"{path} is not a readable .npz file ({e}): truncated or damaged") from e
-        if not state:
-            raise CheckpointError(f"{path} holds no param/<name> arrays: not a miniclip checkpoint")
-        return state
+        try:  # a miniclip checkpoint: only its weights (it also holds optimiser state)
+            return load_checkpoint(path, optimiser=False)["params"]
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
     return read_torch_checkpoint(path)
 
 

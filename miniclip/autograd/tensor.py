@@ -224,16 +224,16 @@ class Tensor:
 
     # comparisons give boolean tensors outside the graph (masks for where())
     def __lt__(self, other):
-        return Tensor(self.data < _data(other))
+        return Tensor(self.data < as_array(other))
 
     def __le__(self, other):
-        return Tensor(self.data <= _data(other))
+        return Tensor(self.data <= as_array(other))
 
     def __gt__(self, other):
-        return Tensor(self.data > _data(other))
+        return Tensor(self.data > as_array(other))
 
     def __ge__(self, other):
-        return Tensor(self.data >= _data(other))
+        return Tensor(self.data >= as_array(other))
 
     # ---- methods, NumPy names ---------------------------------------------------
     def sum(self, axis=None, keepdims=False):
@@ -282,15 +282,16 @@ class Tensor:
         return self.data.argmax(axis=axis)
 
 
-def _data(x):
+def as_array(x):
+    """The array inside a Tensor, or `x` itself (an ndarray, a number): the one unwrap."""
     return x.data if isinstance(x, Tensor) else x
 
 
 def _unwrap_index(index):
     """Tensors used as indices become their integer arrays."""
     if isinstance(index, tuple):
-        return tuple(_data(i) for i in index)
-    return _data(index)
+        return tuple(as_array(i) for i in index)
+    return as_array(index)
 
 
 def as_tensor(x, like=None):

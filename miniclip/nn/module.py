@@ -25,7 +25,7 @@ its module's own parameters, as in PyTorch.
 import numpy as np
 
 from miniclip import backend
-from miniclip.autograd.tensor import Tensor
+from miniclip.autograd.tensor import Tensor, as_array
 
 
 class Parameter(Tensor):
@@ -133,7 +133,7 @@ class Module:
         """{dotted name: NumPy array}: the parameters and persistent buffers, module by module
         (own parameters, then own buffers, then each sub-module's; PyTorch's order).
         Copies on the host, so later training leaves them unchanged."""
-        return {name: np.array(backend.to_numpy(_raw(value))) for name, value in self._state_items()}
+        return {name: np.array(backend.to_numpy(as_array(value))) for name, value in self._state_items()}
 
     def _state_items(self):
         for prefix, module in self.named_modules():
@@ -155,13 +155,13 @@ class Module:
         if strict:
             problems += [f"missing key {name!r} (expected shape {params[name].shape})"
                          for name in params if name not in state_dict]
-            problems += [f"unexpected key {name!r} (shape {tuple(np.shape(_raw(value)))}): "
+            problems += [f"unexpected key {name!r} (shape {tuple(np.shape(as_array(value)))}): "
                          f"this model has no such parameter"
                          for name, value in state_dict.items() if name not in params]
         for name, value in state_dict.items():
-            if name in params and tuple(np.shape(_raw(value))) != params[name].shape:
+            if name in params and tuple(np.shape(as_array(value))) != params[name].shape:
                 problems.append(f"wrong shape for {name!r}: the state dict has "
-                                f"{tuple(np.shape(_raw(value)))}, the model expects {params[name].shape}")
+                                f"{tuple(np.shape(as_array(value)))}, the model expects {params[name].shape}")
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__} failed:\n  "
                              + "\n  ".join(problems))
@@ -169,9 +169,9 @@ class Module:
             if name in params:
                 param = params[name]
                 if isinstance(param, Tensor):
-                    param.data[...] = backend.to_device(_raw(value), param.device)  # casts to param.dtype
+                    param.data[...] = backend.to_device(as_array(value), param.device)  # casts to param.dtype
                 else:                                                 # a buffer: its array, in place
-                    param[...] = backend.to_device(_raw(value), backend.device_of(param))
+                    param[...] = backend.to_device(as_array(value), backend.device_of(param))
         return self
 
     # ---- devices and dtypes ---------------------------------------------------------------
@@ -236,8 +236,3 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
-
-
-def _raw(value):
-    """The array inside a Tensor, or the value itself (an ndarray, a number)."""
-    return value.data if isinstance(value, Tensor) else value
