@@ -45,10 +45,11 @@ from miniclip.tokenizer import Tokenizer, tokenize
 # Per-dataset defaults: what an unset (None) TrainConfig field becomes. The
 # length (steps / epochs / time_budget) applies only when none of the three is set.
 # shapes: colour, shape and size are learned in a few hundred steps; position
-# comes last (26 % at step 250, 24 % after 800 steps at lr 2e-3) and needs
-# ~1,000 steps at lr 1e-3 (98 %): about 4 min 50 s on a quiet 2-core CPU.
+# comes last (14 % at step 150, 95 % at step 450 of a 750-step run at lr 1e-3;
+# lr 2e-3 left it at 24 % after 800 steps): 600 steps of `tiny` at lr 1e-3,
+# about 4 min 40 s on this project's quiet 2-core CPU (README).
 DATASET_DEFAULTS = {
-    "shapes": dict(model="tiny", steps=1000, lr=1e-3),
+    "shapes": dict(model="tiny", steps=600, lr=1e-3),
     "cifar": dict(model="cifar-tiny", time_budget=10.0, lr=2e-3),
     "csv": dict(model="tiny", epochs=10.0, lr=2e-3),
 }

@@ -230,7 +230,7 @@ def test_initialisation_is_openai_s_and_seeded():
     assert math.isclose(float(model.logit_scale.data), math.log(1 / 0.07), rel_tol=1e-6)
     assert math.isclose(model.token_embedding.weight.data.std(), 0.02, rel_tol=0.05)
     assert math.isclose(model.positional_embedding.data.std(), 0.01, rel_tol=0.1)
-    W, L = 128, 4
+    W, L = config.transformer_width, config.transformer_layers          # 128, 2
     block = model.transformer.resblocks[0]
     assert math.isclose(block.attn.in_proj_weight.data.std(), W ** -0.5, rel_tol=0.05)
     assert math.isclose(block.mlp.c_proj.weight.data.std(), W ** -0.5 * (2 * L) ** -0.5, rel_tol=0.05)
