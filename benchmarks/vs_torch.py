@@ -70,25 +70,18 @@ def miniclip_gemm():
 
 def miniclip_workload(workload):
     from miniclip.autograd.tensor import no_grad
-    from miniclip.loss import clip_loss
+    from miniclip.bench.model import train_step_fn
     from miniclip.model import CLIP
-    from miniclip.optim import AdamW
+    if workload.train:
+        return train_step_fn(workload.config, workload.batch)   # `bench model`'s step, the same one
     model = CLIP(workload.config, seed=0)
     images, ids = random_batch(workload.config, workload.batch)
-    if not workload.train:
-        def infer():
-            with no_grad():
-                model.encode_image(images)
-                model.encode_text(ids)
-        return infer
-    optimizer = AdamW(model.parameters(), **ADAMW)
 
-    def train_step():
-        loss = clip_loss(*model(images, ids))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return train_step
+    def infer():
+        with no_grad():
+            model.encode_image(images)
+            model.encode_text(ids)
+    return infer
 
 
 # ---- PyTorch's side -----------------------------------------------------------------------

@@ -112,10 +112,9 @@ def execute(path, fast=False, save=True, timeout=None, env=None):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(LESSONS)}})
-    # one BLAS thread unless the caller chose: the lessons' matrices are small, and on a busy
-    # 2-core machine two spinning BLAS threads made the shared run ~5x slower (24 vs 4.5 s/step)
-    threads = {k: os.environ.get(k, "1") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    with environment(MINICLIP_FAST="1" if fast else "0", **threads, **(env or {})):
+    # threads: miniclip gives BLAS and its pool the cores idle when the kernel imports it
+    # (miniclip/autograd/parallel.py), so a busy machine gets one thread, a quiet one all
+    with environment(MINICLIP_FAST="1" if fast else "0", **(env or {})):
         start = time.perf_counter()
         client.execute()
         seconds = time.perf_counter() - start

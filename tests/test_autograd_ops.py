@@ -8,6 +8,8 @@ import pytest
 import miniclip.functional as F
 from miniclip import Tensor
 from miniclip.autograd import gradcheck
+from miniclip.autograd.nn_ops import (attention_composed, cross_entropy_composed,
+                                      layer_norm_composed, logsumexp_composed, softmax_composed)
 
 RNG = np.random.default_rng(0)
 
@@ -139,58 +141,30 @@ def _np(a):
     return to_numpy(a)
 
 
-# ---- fused ops against the same math built from primitive ops ------------------------
-
-def composed_softmax(x, axis=-1):
-    e = (x - x.max(axis=axis, keepdims=True)).exp()
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def composed_logsumexp(x, axis=-1, keepdims=False):
-    m = x.max(axis=axis, keepdims=True)
-    y = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
-    return y if keepdims else y.sum(axis=axis)   # sum over a size-1 axis drops it
-
-
-def composed_layer_norm(x, w, b, eps=1e-5):
-    centred = x - x.mean(axis=-1, keepdims=True)
-    var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / (var + eps).sqrt() * w + b
-
-
-def composed_cross_entropy(logits, targets):
-    log_p = logits - composed_logsumexp(logits, axis=-1, keepdims=True)
-    return -log_p[np.arange(len(targets)), targets.tolist()].mean()
-
-
-def composed_attention(q, k, v, mask=None):
-    scores = q @ k.transpose(*range(k.ndim - 2), k.ndim - 1, k.ndim - 2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores + mask
-    return composed_softmax(scores) @ v
-
+# ---- fused ops against the same math built from primitive ops (the *_composed functions
+#      beside each fused op in miniclip/autograd/nn_ops.py) ---------------------------------
 
 GELU_C = math.sqrt(2 / math.pi)
 
 FUSED = [
-    ("softmax", lambda xp, x: F.softmax(x), lambda xp, x: composed_softmax(x), [normal(4, 7)]),
-    ("log_softmax", lambda xp, x: F.log_softmax(x), lambda xp, x: x - composed_logsumexp(x, keepdims=True), [normal(4, 7)]),
-    ("logsumexp", lambda xp, x: F.logsumexp(x), lambda xp, x: composed_logsumexp(x), [normal(4, 7)]),
-    ("layer_norm", lambda xp, *a: F.layer_norm(*a), lambda xp, *a: composed_layer_norm(*a), [normal(2, 3, 8), normal(8), normal(8)]),
+    ("softmax", lambda xp, x: F.softmax(x), lambda xp, x: softmax_composed(x), [normal(4, 7)]),
+    ("log_softmax", lambda xp, x: F.log_softmax(x), lambda xp, x: x - logsumexp_composed(x, keepdims=True), [normal(4, 7)]),
+    ("logsumexp", lambda xp, x: F.logsumexp(x), lambda xp, x: logsumexp_composed(x), [normal(4, 7)]),
+    ("layer_norm", lambda xp, *a: F.layer_norm(*a), lambda xp, *a: layer_norm_composed(*a), [normal(2, 3, 8), normal(8), normal(8)]),
     ("quick_gelu", lambda xp, x: F.quick_gelu(x), lambda xp, x: x * (x * 1.702).sigmoid(), [normal(3, 4) * 3]),
     ("gelu_tanh", lambda xp, x: F.gelu_tanh(x), lambda xp, x: x * 0.5 * ((x + x ** 3 * 0.044715) * GELU_C).tanh() + x * 0.5,
      [normal(3, 4) * 3]),
     ("linear", lambda xp, *a: F.linear(*a), lambda xp, x, w, b: x @ w.T + b, [normal(2, 3, 4), normal(5, 4), normal(5)]),
     ("cross_entropy", lambda xp, x: F.cross_entropy(x, xp.asarray(TARGETS)),
-     lambda xp, x: composed_cross_entropy(x, xp.asarray(TARGETS)), [normal(5, 6)]),
+     lambda xp, x: cross_entropy_composed(x, xp.asarray(TARGETS)), [normal(5, 6)]),
     ("cross_entropy_soft", lambda xp, x: F.cross_entropy(x, xp.asarray(SOFT)),
-     lambda xp, x: -((x - composed_logsumexp(x, keepdims=True)) * xp.asarray(SOFT)).sum(axis=-1).mean(),
+     lambda xp, x: -((x - logsumexp_composed(x, keepdims=True)) * xp.asarray(SOFT)).sum(axis=-1).mean(),
      [normal(3, 4)]),
     ("attention", lambda xp, *a: F.scaled_dot_product_attention(*a),
-     lambda xp, *a: composed_attention(*a),
+     lambda xp, *a: attention_composed(*a),
      [normal(2, 3, 5, 4), normal(2, 3, 5, 4), normal(2, 3, 5, 2)]),
     ("attention_causal", lambda xp, q, k, v: F.scaled_dot_product_attention(q, k, v, xp.asarray(CAUSAL)),
-     lambda xp, q, k, v: composed_attention(q, k, v, xp.asarray(CAUSAL)),
+     lambda xp, q, k, v: attention_composed(q, k, v, xp.asarray(CAUSAL)),
      [normal(3, 5, 4), normal(3, 5, 4), normal(3, 5, 4)]),
     ("embedding", lambda xp, w: F.embedding(xp.asarray(IDS), w), lambda xp, w: w[xp.asarray(IDS)], [normal(6, 3)]),
     ("normalize", lambda xp, x: F.normalize(x), lambda xp, x: x / (x * x).sum(axis=-1, keepdims=True).sqrt(),

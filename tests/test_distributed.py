@@ -234,8 +234,9 @@ def test_an_error_on_one_rank_ends_every_rank():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINICLIP_DEVICE": "cpu"}
     done = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(WORKER), "fail"],
                           capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode != 0
-    assert "error on rank 0 of 2: something went wrong on rank 0 alone" in done.stderr
+    assert done.returncode != 0, done.stderr
+    assert "error on rank 0 of 2: something went wrong on rank 0 alone" in done.stderr, \
+        f"rc {done.returncode}; stdout: {done.stdout[-2000:]}; stderr: {done.stderr[-2000:]}"
 
 
 # ---- training runs: 2 ranks x 8 rows against 1 process x 16 -------------------------------------

@@ -3,8 +3,10 @@
 Composing these from primitives (exp, sum, div, ...) would be correct but
 slow and memory-hungry: every intermediate array would be kept for backward.
 A fused op computes the forward in a few array calls, keeps only what the
-backward formula needs, and writes that formula out. Each one is tested
-against the same computation built from primitive ops (tests/).
+backward formula needs, and writes that formula out. Beside each one, a
+`*_composed` function builds the same math from primitive Tensor ops: what
+the fused op replaces, and the reference tests/test_autograd_ops.py checks
+it against (values and gradients).
 """
 import math
 
@@ -80,6 +82,12 @@ class Softmax(Function):
         return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
 
 
+def softmax_composed(x, axis=-1):
+    """Softmax from primitive ops (x: a Tensor): every intermediate is kept for backward."""
+    e = (x - x.max(axis=axis, keepdims=True)).exp()   # shifted: exp cannot overflow
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 class LogSoftmax(Function):
     """y = x − logsumexp(x) along `axis`."""
 
@@ -115,6 +123,13 @@ class LogSumExp(Function):
         if not ctx.keepdims:
             grad = xp.expand_dims(grad, ctx.axis)
         return grad * xp.exp(x - y)            # d lse / dx = softmax(x)
+
+
+def logsumexp_composed(x, axis=-1, keepdims=False):
+    """log Σ exp(x) from primitive ops (x: a Tensor); log_softmax = x − this (keepdims)."""
+    m = x.max(axis=axis, keepdims=True)
+    y = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
+    return y if keepdims else y.sum(axis=axis)        # a sum over a size-1 axis drops it
 
 
 class LayerNorm(Function):
@@ -168,6 +183,13 @@ class LayerNorm(Function):
         grad_weight = g_x_hat.sum(axis=0)                               # Σ g·x̂
         grad_bias = rows.sum(axis=0)                                    # Σ g
         return grad_x.reshape(grad.shape), grad_weight, grad_bias
+
+
+def layer_norm_composed(x, weight, bias, eps=1e-5):
+    """LayerNorm from primitive ops (Tensors): five intermediates of x's size kept for backward."""
+    centred = x - x.mean(axis=-1, keepdims=True)
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    return centred / (var + eps).sqrt() * weight + bias
 
 
 class QuickGELU(Function):
@@ -292,6 +314,12 @@ class CrossEntropy(Function):
         return (xp.exp(log_p) - targets) * (grad / len(targets))   # (softmax − target) / N
 
 
+def cross_entropy_composed(logits, targets):
+    """Cross-entropy from primitive ops: logits (N, C) Tensor, targets (N,) class indices."""
+    log_p = logits - logsumexp_composed(logits, axis=-1, keepdims=True)
+    return -log_p[np.arange(len(targets)), targets.tolist()].mean()
+
+
 class ScaledDotProductAttention(Function):
     """softmax(q kᵀ / √D + mask) v.
 
@@ -328,6 +356,14 @@ class ScaledDotProductAttention(Function):
         grad_q = grad_s @ k                                   # dL/dq = dS k / √D
         grad_k = xp.swapaxes(grad_s, -1, -2) @ q              # dL/dk = dSᵀ q / √D
         return grad_q, grad_k, grad_v
+
+
+def attention_composed(q, k, v, mask=None):
+    """Attention from primitive ops (Tensors): keeps the scores and the probabilities."""
+    scores = q @ k.transpose(*range(k.ndim - 2), k.ndim - 1, k.ndim - 2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + mask
+    return softmax_composed(scores) @ v
 
 
 class Embedding(Function):

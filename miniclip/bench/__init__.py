@@ -25,6 +25,7 @@ def bench_autograd(report=print, smoke=False):
     """
     import miniclip.functional as F
     from miniclip import Tensor
+    from miniclip.autograd.nn_ops import attention_composed, layer_norm_composed, softmax_composed
     rng = np.random.default_rng(0)
 
     def fwd_bwd(fn, *arrays):
@@ -34,18 +35,6 @@ def bench_autograd(report=print, smoke=False):
             out.backward(np.ones(out.shape, np.float32))
         return run
 
-    def composed_layer_norm(x, w, b):
-        centred = x - x.mean(axis=-1, keepdims=True)
-        var = (centred * centred).mean(axis=-1, keepdims=True)
-        return centred / (var + 1e-5).sqrt() * w + b
-
-    def composed_softmax(x):
-        e = (x - x.max(axis=-1, keepdims=True)).exp()
-        return e / e.sum(axis=-1, keepdims=True)
-
-    def composed_attention(q, k, v):
-        return composed_softmax(q @ k.transpose(0, 1, 3, 2) * (1 / 8.0)) @ v
-
     N, repeats = (2, 1) if smoke else (128, 5)
     x = rng.standard_normal((N, 65, 256)).astype(np.float32)
     w, b = np.ones(256, np.float32), np.zeros(256, np.float32)
@@ -53,10 +42,10 @@ def bench_autograd(report=print, smoke=False):
     q = rng.standard_normal((N, 4, 65, 64)).astype(np.float32)
     cases = [
         (f"layer_norm ({N}, 65, 256)", fwd_bwd(F.layer_norm, x, w, b),
-         fwd_bwd(composed_layer_norm, x, w, b)),
-        (f"softmax ({N}, 4, 65, 65)", fwd_bwd(F.softmax, s), fwd_bwd(composed_softmax, s)),
+         fwd_bwd(layer_norm_composed, x, w, b)),
+        (f"softmax ({N}, 4, 65, 65)", fwd_bwd(F.softmax, s), fwd_bwd(softmax_composed, s)),
         (f"attention ({N}, 4, 65, 64)", fwd_bwd(F.scaled_dot_product_attention, q, q, q),
-         fwd_bwd(composed_attention, q, q, q)),
+         fwd_bwd(attention_composed, q, q, q)),
     ]
     report("autograd: forward+backward, float32, fused vs composed of primitives")
     for name, fused, composed in cases:

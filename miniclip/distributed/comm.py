@@ -101,6 +101,7 @@ class Communicator:
                 traceback.print_exc()
             print(f"error on rank {self.rank} of {self.world_size}: "
                   f"{err.args[0] if err.args else type(err).__name__}", file=sys.stderr, flush=True)
+            time.sleep(0.5)       # let the launcher forward that line: MPI_Abort drops output in flight
             self.abort(1)
 
     def __repr__(self):
