@@ -108,9 +108,14 @@ def torch_workload(workload):
     import torch
     import torch.nn.functional as F
     openai = openai_model_module()
-    fields = {k: v for k, v in dataclasses.asdict(workload.config).items() if k != "vision_heads"}
-    if workload.config.num_vision_heads != workload.config.vision_width // 64:
-        raise SystemExit(f"{workload.name}: OpenAI's model fixes vision heads = width // 64")
+    config = workload.config
+    # OpenAI's CLIP(...) takes the ten shape arguments; the rest must be what it fixes
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)[:10]}
+    openai_fixed = dataclasses.replace(type(config)(**fields))
+    if dataclasses.replace(config, vision_heads=None) != openai_fixed or \
+            config.num_vision_heads != config.vision_width // 64:
+        raise SystemExit(f"{workload.name}: OpenAI's model fixes QuickGELU, 4× MLPs, heads of "
+                         f"64, eps 1e-5 and argmax pooling; this config differs")
     model = openai.CLIP(**fields).float()
     images, ids = random_batch(workload.config, workload.batch)
     images, ids = torch.from_numpy(images), torch.from_numpy(ids)
