@@ -44,6 +44,9 @@ from miniclip.bench.timer import seconds_of_runs
 from miniclip.bench.workloads import (ADAMW, GEMM_SIZE, WORKLOADS, gemm_flops, matmul_flops,
                                       random_batch)
 
+OPENAI_CLIP_ARGUMENTS = ("embed_dim", "image_resolution", "vision_layers", "vision_width",
+                         "vision_patch_size", "context_length", "vocab_size", "transformer_width",
+                         "transformer_heads", "transformer_layers")
 EXTRA = {"gemm": 5}          # name -> timed repeats (workloads that are not a CLIP model)
 SMOKE = False                # --smoke: every workload on config micro, batch 4, one repeat
 REPEATS = None               # --repeats: timed runs per process instead of each workload's own
@@ -109,10 +112,9 @@ def torch_workload(workload):
     import torch.nn.functional as F
     openai = openai_model_module()
     config = workload.config
-    # OpenAI's CLIP(...) takes the ten shape arguments; the rest must be what it fixes
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)[:10]}
-    openai_fixed = dataclasses.replace(type(config)(**fields))
-    if dataclasses.replace(config, vision_heads=None) != openai_fixed or \
+    # OpenAI's CLIP(...) takes the shape arguments; every other field must be what it fixes
+    fields = {name: getattr(config, name) for name in OPENAI_CLIP_ARGUMENTS}
+    if dataclasses.replace(config, vision_heads=None) != type(config)(**fields) or \
             config.num_vision_heads != config.vision_width // 64:
         raise SystemExit(f"{workload.name}: OpenAI's model fixes QuickGELU, 4× MLPs, heads of "
                          f"64, eps 1e-5 and argmax pooling; this config differs")

@@ -5,8 +5,10 @@ The reference fixtures, OpenAI's vocabulary and CIFAR live outside the repo
 (../shared, or the folders MINICLIP_FIXTURES, MINICLIP_ASSETS, MINICLIP_DATA
 name). A test that needs one asks `shared_file(kind, *parts)`, which skips it,
 saying which variable to set, when the file is absent (a fresh clone).
+`ctrl_c_during_step` stops a training run the way a user's Ctrl-C does.
 """
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,19 @@ def device(xp):
 @pytest.fixture
 def fixtures_dir():
     return shared_file("fixtures")
+
+
+def ctrl_c_during_step(monkeypatch, step):
+    """Make the next miniclip.train run get a Ctrl-C (SIGINT) during its step `step` (counted from
+    1 at the gradient clipping of each step); returns the function that undoes it."""
+    import miniclip.train as train_module
+    calls, real_clip = {"n": 0}, train_module.clip_grad_norm
+
+    def clip_then_ctrl_c(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == step:
+            signal.raise_signal(signal.SIGINT)           # stop after this step, save, return
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_grad_norm", clip_then_ctrl_c)
+    return lambda: monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)

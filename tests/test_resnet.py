@@ -2,7 +2,7 @@
 eval and train mode, loading of its files, BatchNorm buffers, and the RN model list."""
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, ctrl_c_during_step
 
 import miniclip
 from miniclip.autograd.tensor import no_grad
@@ -213,7 +213,6 @@ def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
     """BatchNorm buffers travel in the checkpoint: a stopped and resumed run equals an
     uninterrupted one, loss for loss and buffer for buffer."""
     import json
-    import signal
     from miniclip import train as train_module
     from miniclip.checkpoint import model_from_checkpoint
 
@@ -231,18 +230,9 @@ def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_plots", lambda *args: None)
     summary = train_module.train(_run_config(tmp_path / "a"), progress=False)
     assert summary["steps"] == 6 and 0 <= summary["zero_shot_accuracy"] <= 1
-    calls = {"n": 0}
-    real_clip = train_module.clip_grad_norm
-
-    def ctrl_c_at_step_3(params, max_norm):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            signal.raise_signal(signal.SIGINT)
-        return real_clip(params, max_norm)
-
-    monkeypatch.setattr(train_module, "clip_grad_norm", ctrl_c_at_step_3)
+    undo = ctrl_c_during_step(monkeypatch, 3)
     assert train_module.train(_run_config(tmp_path / "b"), progress=False)["interrupted"]
-    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    undo()
     train_module.train(_run_config(tmp_path / "b"), resume=True, progress=False)
     assert losses(tmp_path / "a" / "run") == losses(tmp_path / "b" / "run")
     a, _, _ = model_from_checkpoint(tmp_path / "a" / "run" / "checkpoint.npz")

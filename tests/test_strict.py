@@ -2,11 +2,10 @@
 library running under it — a training run, resume, evaluation, loading the fixtures —
 with its host<->device traffic per training step counted."""
 import json
-import signal
 
 import numpy as np
 import pytest
-from conftest import shared_file
+from conftest import ctrl_c_during_step, shared_file
 
 import miniclip
 import miniclip.functional as F
@@ -141,17 +140,9 @@ def test_training_resume_and_evaluation_under_strict(tmp_path, monkeypatch):
     assert losses(tmp_path / "strict" / "run") == losses(tmp_path / "cpu" / "run")
     assert on_strict["evaluation"] == cpu["evaluation"]
 
-    calls, real_clip = {"n": 0}, train_module.clip_grad_norm
-
-    def ctrl_c_at_step_2(params, max_norm):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            signal.raise_signal(signal.SIGINT)            # stop after this step, save, return
-        return real_clip(params, max_norm)
-
-    monkeypatch.setattr(train_module, "clip_grad_norm", ctrl_c_at_step_2)
+    undo = ctrl_c_during_step(monkeypatch, 2)
     assert train(run_config(tmp_path / "resumed", "strict"), progress=False)["steps"] == 2
-    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    undo()
     train(run_config(tmp_path / "resumed", "strict"), resume=True, progress=False)
     assert losses(tmp_path / "resumed" / "run") == losses(tmp_path / "cpu" / "run")
 

@@ -1,9 +1,9 @@
 """Training runs end to end: CLI, summary, checkpoints, exact resume, failures."""
 import json
-import signal
 
 import numpy as np
 import pytest
+from conftest import ctrl_c_during_step
 
 import miniclip
 from miniclip import Tensor, train as train_module
@@ -58,20 +58,11 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     uninterrupted = losses(tmp_path / "a" / "run")
 
     # the same run, stopped by Ctrl-C during step 3, then resumed
-    calls = {"n": 0}
-    real_clip = train_module.clip_grad_norm
-
-    def ctrl_c_at_step_3(params, max_norm):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            signal.raise_signal(signal.SIGINT)
-        return real_clip(params, max_norm)
-
-    monkeypatch.setattr(train_module, "clip_grad_norm", ctrl_c_at_step_3)
+    undo = ctrl_c_during_step(monkeypatch, 3)
     summary = train(small_config(tmp_path / "b"), progress=False)
     assert summary == {"interrupted": True, "steps": 3,
                        "checkpoint": str(tmp_path / "b" / "run" / "checkpoint.npz")}
-    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    undo()
     train(small_config(tmp_path / "b"), resume=True, progress=False)
     resumed = losses(tmp_path / "b" / "run")
     assert sorted(resumed) == sorted(uninterrupted) == [1, 2, 3, 4, 5, 6]
