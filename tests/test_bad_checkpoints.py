@@ -247,7 +247,8 @@ def test_inflated_shapes_refused_before_building(tmp_path):
 
 def test_npz_checkpoint_with_a_huge_config_refused(tmp_path):
     from miniclip.checkpoint import save_checkpoint
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     model = CLIP(get_config("micro"))
     big = dict(vars(get_config("ViT-L/14")))
     big["vision_layers"] = big["transformer_layers"] = 200
@@ -264,7 +265,8 @@ def test_npz_checkpoint_with_a_huge_config_refused(tmp_path):
 
 
 def test_parameter_count_formula_matches_the_model():
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     from miniclip.pretrained import config_parameter_count
     for name in ("micro", "tiny"):
         assert config_parameter_count(get_config(name)) == CLIP(get_config(name)).num_parameters()
