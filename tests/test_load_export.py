@@ -379,3 +379,32 @@ def test_load_draws_no_random_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(CLIP, "initialize_parameters", refuse)
     model, _ = load(path, device="cpu", config=ODD)
     assert model.config == ODD
+
+
+def test_read_hf_tokenizer_gives_back_the_exported_tokenizer(tmp_path):
+    tokenizer = Tokenizer.default()
+    export_hf(CLIP(get_config("micro")), tmp_path, tokenizer=tokenizer)
+    for path in (tmp_path, tmp_path / "model.safetensors"):       # the folder, or a file in it
+        read = pretrained.read_hf_tokenizer(path)
+        assert read.merges == tokenizer.merges
+        assert read.encode("a red circle! it's 42") == tokenizer.encode("a red circle! it's 42")
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    vocab["a</w>"], vocab["b</w>"] = vocab["b</w>"], vocab["a</w>"]         # numbered otherwise
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(CheckpointError, match=r"vocab.json: token 'a</w>' has id"):
+        pretrained.read_hf_tokenizer(tmp_path)
+    (tmp_path / "merges.txt").unlink()
+    assert pretrained.read_hf_tokenizer(tmp_path) is None                 # then OpenAI's, as before
+
+
+def test_zeroshot_on_an_exported_folder_uses_the_folders_tokenizer(tmp_path, capsys):
+    """Issue 24: zeroshot ignored the folder's vocab.json/merges.txt and refused the ids."""
+    from PIL import Image
+    from miniclip.cli import main
+    folder = tmp_path / "hf"
+    export_hf(CLIP(get_config("micro")), folder, tokenizer=Tokenizer.default())   # 1000 ids, not OpenAI's
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    assert main(["zeroshot", "--checkpoint", str(folder), str(image), "--labels", "red circle,blue square"]) == 0
+    out = capsys.readouterr().out
+    assert "red circle" in out and "blue square" in out
