@@ -4,11 +4,12 @@
     logits_per_image, logits_per_text = model(images, ids)   # (N, N) similarities ·e^logit_scale
 
 The names, shapes and math are OpenAI's (`clip/model.py`), so OpenAI's
-weights load 1:1 (`CLIP.from_state_dict`,
-which reads the config off the shapes as OpenAI's build_model does). The
-config itself (CLIPConfig, the named configs) is miniclip/config.py. One difference in layout: miniclip
-keeps sequences batch first, (N, T, W), where OpenAI transposes to (T, N, W)
-for PyTorch's attention; the numbers are the same.
+weights load 1:1 (`CLIP.from_state_dict`, which reads the config off the
+shapes as OpenAI's build_model does). The config itself (CLIPConfig, the
+named configs) is miniclip/config.py; reading weights files is
+miniclip/formats and miniclip/pretrained.py. One difference in layout:
+miniclip keeps sequences batch first, (N, T, W), where OpenAI transposes to
+(T, N, W) for PyTorch's attention; the numbers are the same.
 
 Image tower (VisionTransformer):
     (N, 3, R, R) -> patches (N, G², W) -> [class token; patches] + positions

@@ -15,7 +15,6 @@ Every weights file then passes formats/checks.py: no NaN or Inf, no structure
 miniclip does not compute, and a config whose model is exactly the weights present.
 """
 import collections
-import json
 import os
 import warnings
 import zipfile
@@ -29,6 +28,7 @@ from miniclip.data.transforms import Preprocess
 from miniclip.download import cache_dir, download, find_asset
 from miniclip.formats.checks import (CheckpointError, check_config_fits_state, check_finite, check_supported,
                                      config_parameter_count)
+from miniclip.formats.config_json import ConfigJSON
 from miniclip.formats.huggingface import (config_from_hf, export_hf, hf_to_openai, openai_to_hf,
                                           read_hf_config, read_hf_tokenizer, write_hf_tokenizer)
 from miniclip.formats.npz import npz_declared, npz_param_shapes
@@ -87,11 +87,10 @@ def read_weights_file(path):
 
 def read_sharded(index_path):
     """A Hugging Face shard index {"weight_map": {name: shard file}} -> all the shards' tensors."""
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_path} is not a shard index with a weight_map ({e})") from e
+    weight_map = ConfigJSON.read(index_path).section("weight_map").value
+    if not weight_map or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index_path} is not a shard index: its weight_map must map each "
+                              f"tensor name to a shard file name")
     folder, state = os.path.dirname(index_path), {}
     for shard in sorted(set(weight_map.values())):
         shard_path = os.path.join(folder, shard)
