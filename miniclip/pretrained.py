@@ -27,7 +27,7 @@ from miniclip.config import OPENCLIP_CONFIGS, get_config
 from miniclip.data.transforms import Preprocess
 from miniclip.download import cache_dir, download, find_asset
 from miniclip.formats.checks import (CheckpointError, check_config_fits_state, check_finite, check_supported,
-                                     config_parameter_count)
+                                     config_parameter_count, inferred_config)
 from miniclip.formats.config_json import ConfigJSON
 from miniclip.formats.huggingface import (config_from_hf, export_hf, hf_to_openai, openai_to_hf,
                                           read_hf_config, read_hf_tokenizer, write_hf_tokenizer)
@@ -35,7 +35,7 @@ from miniclip.formats.npz import npz_declared, npz_param_shapes
 from miniclip.formats.openclip import read_open_clip_config
 from miniclip.formats.safetensors import read_safetensors, write_safetensors
 from miniclip.formats.torch_archive import read_torch_checkpoint, save_torch_state_dict
-from miniclip.model import CLIP, config_from_state_dict
+from miniclip.model import CLIP
 
 # Names users, lessons and tests import from here (the readers and writers live in miniclip/formats).
 __all__ = ["load", "available_models", "read_checkpoint", "load_state_dict_any", "Checkpoint",
@@ -232,7 +232,7 @@ def load(name_or_path, device=None, dtype=None, config=None):
     if config is None:
         config = checkpoint.config
     if not given:   # a config the user names is checked key by key as the weights load
-        check_config_fits_state(config if config is not None else config_from_state_dict(state), state, path)
+        check_config_fits_state(config if config is not None else inferred_config(state, path), state, path)
     check_supported(state, path)
     if config is None and checkpoint.kind not in ("torchscript", "miniclip"):
         warnings.warn(

@@ -438,17 +438,21 @@ def test_a_nan_weight_in_a_training_checkpoint_is_refused_by_eval(tmp_path):
         model_from_checkpoint(tmp_path / "c.npz")
 
 
-@pytest.mark.parametrize("change", ["extra", "missing"])
+@pytest.mark.parametrize("change", ["extra", "missing", "missing-shape-key"])
 def test_a_state_dict_with_one_extra_or_missing_key_names_the_key(tmp_path, change):
-    """Weak case: this said only that the parameter count differs."""
+    """Weak case: this said only that the parameter count differs (or, for a weight the
+    config is read from, named the key without the file)."""
     from miniclip.pretrained import write_safetensors
     state = micro_model().state_dict()
     if change == "extra":
         state["visual.transformer.resblocks.0.attn.bias_k"] = np.zeros((1, 1, 64), np.float32)
         needle = "unexpected 'visual.transformer.resblocks.0.attn.bias_k'"
-    else:
+    elif change == "missing":
         del state["ln_final.bias"]
         needle = "missing 'ln_final.bias'"
+    else:
+        del state["ln_final.weight"]
+        needle = "has no 'ln_final.weight'"
     path = tmp_path / "w.safetensors"
     write_safetensors(path, state)
     refused(path, str(path), needle)

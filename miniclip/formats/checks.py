@@ -7,7 +7,7 @@ naming the file and the key.
 """
 import numpy as np
 
-from miniclip.model import CLIP, OPENAI_EXTRA_KEYS
+from miniclip.model import CLIP, OPENAI_EXTRA_KEYS, config_from_state_dict
 
 
 class CheckpointError(ValueError):
@@ -108,6 +108,15 @@ def resnet_parameter_count(layers, width, resolution, output_dim):
     total += (grid * grid + 1) * C + 3 * (C * C + C) + C * output_dim + output_dim
     return total
 
+
+
+def inferred_config(state, path):
+    """The CLIPConfig OpenAI's build_model reads off these weights' shapes; a weight it
+    needs that is missing is a CheckpointError naming the file and the key."""
+    try:
+        return config_from_state_dict(state)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: {e.args[0]}") from None
 
 
 def check_config_fits_state(config, shapes, path):
