@@ -23,7 +23,8 @@ import numpy as np
 
 from miniclip.autograd.tensor import Tensor
 from miniclip.loss import clip_loss
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.optim import AdamW
 import miniclip.functional as F
 

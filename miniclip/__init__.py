@@ -8,7 +8,8 @@
 from miniclip.autograd import Tensor, no_grad
 from miniclip.autograd.parallel import configure_blas
 from miniclip import functional
-from miniclip.model import CLIP, CLIPConfig
+from miniclip.config import CLIPConfig
+from miniclip.model import CLIP
 from miniclip.loss import clip_loss
 from miniclip.tokenizer import tokenize
 from miniclip.pretrained import available_models, load

@@ -10,61 +10,25 @@ No RNG state is needed: the data order and augmentation of every batch are a
 function of (seed, epoch, batch), so the step alone says where to go on.
 It is a plain NumPy archive (np.load reads it without pickle).
 
-Writes are atomic (`atomic_write`, which every file miniclip writes for keeps
-goes through: checkpoints, downloads, CIFAR caches, safetensors exports): the
-bytes go to a temporary file in the same folder, are flushed and fsynced to
-disk, then renamed over the old file. A crash mid-write leaves the previous
-file intact.
+Writes are atomic (miniclip.fileio.atomic_write): a crash mid-write leaves
+the previous file intact. Reading a checkpoint to build a model
+(model_from_checkpoint) checks the sizes its arrays declare against its saved
+config before any array is read, and refuses NaN or infinite weights.
 """
-import contextlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from miniclip import backend
 from miniclip.backend import to_numpy
-
-
-def atomic_write(path, write):
-    """Call write(file_object) on a temp file beside `path`, then rename it to `path`.
-
-    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)                   # atomic on POSIX and Windows
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask():
-    """The process's umask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temporaries(path):
-    """Delete <name>.*.tmp beside `path`: what atomic_write left when its process was killed.
-
-    Call it only while no other process writes `path` (a run holds its folder's lock).
-    """
-    path = Path(path)
-    for stale in path.parent.glob(path.name + ".*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+from miniclip.config import CLIPConfig
+from miniclip.fileio import atomic_write, remove_stale_temporaries
+from miniclip.formats.checks import CheckpointError, check_config_fits_state, check_finite
+from miniclip.formats.npz import npz_json, npz_param_shapes
+from miniclip.model import CLIP
+from miniclip.tokenizer import Tokenizer
 
 
 def save_checkpoint(path, model, optimizer=None, meta=None):
@@ -106,8 +70,6 @@ def load_checkpoint(path, optimiser=True):
 def _config_from_meta(fields, params, path):
     """The CLIPConfig saved in a checkpoint, checked against the arrays present before
     anything is built (a huge config in a small file must not allocate gigabytes)."""
-    from miniclip.model import CLIPConfig
-    from miniclip.pretrained import CheckpointError, check_config_fits_state
     try:
         config = CLIPConfig(**fields)
     except (TypeError, ValueError, ZeroDivisionError) as err:
@@ -117,15 +79,20 @@ def _config_from_meta(fields, params, path):
 
 
 def model_from_checkpoint(path, device=None):
-    """(model, tokenizer, meta) from a miniclip training checkpoint, in eval mode."""
-    from miniclip import backend
-    from miniclip.model import CLIP, CLIPConfig
-    from miniclip.tokenizer import Tokenizer
-    state = load_checkpoint(path)
-    meta = state["meta"]
+    """(model, tokenizer, meta) from a miniclip training checkpoint, in eval mode.
+
+    The saved config is checked against the weights' declared sizes before any
+    array is read; a NaN or infinite weight is refused naming it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    shapes = npz_param_shapes(path)                  # declared sizes: nothing read yet
+    meta = npz_json(path, "meta_json")
     if "model" not in meta:
         raise ValueError(f"{path} has no model config in its metadata: not a training checkpoint")
-    model = CLIP(_config_from_meta(meta["model"], state["params"], path))
+    config = _config_from_meta(meta["model"], shapes, path)
+    state = load_checkpoint(path, optimiser=False)
+    check_finite(state["params"], path)
+    model = CLIP(config)
     model.load_state_dict(state["params"])
     model.to(device or backend.default_device()).eval()
     tokenizer = Tokenizer(meta["tokenizer_merges"]) if "tokenizer_merges" in meta else Tokenizer.default()

@@ -219,9 +219,9 @@ def _zeroshot(args):
         from miniclip.checkpoint import model_from_checkpoint
         model, tokenizer, _ = model_from_checkpoint(args.checkpoint)
     else:
-        from miniclip.pretrained import load
+        from miniclip.pretrained import load, read_hf_tokenizer
         model, _ = load(args.checkpoint)
-        tokenizer = None                       # OpenAI's vocabulary
+        tokenizer = read_hf_tokenizer(args.checkpoint)     # the folder's vocab.json + merges.txt; None: OpenAI's
     preprocess = Preprocess(model.config.image_resolution)
     text_features = encode_texts(model, [args.template.format(l) for l in labels], tokenizer)
     scale = float(np.exp(model.logit_scale.item()))

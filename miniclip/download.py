@@ -6,7 +6,7 @@ pretrained weights):
     2. the cache        MINICLIP_CACHE, default ~/.cache/miniclip (`cache_dir`)
     3. the network      `download(url, dest, sha256=...)` into the cache
 
-A download goes to a temporary file next to `dest` (checkpoint.atomic_write),
+A download goes to a temporary file next to `dest` (fileio.atomic_write),
 its checksum is verified, and only then is it renamed to `dest`: an interrupted or corrupted download
 never leaves a file that looks finished.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from miniclip.checkpoint import atomic_write
+from miniclip.fileio import atomic_write
 
 
 class DownloadError(RuntimeError):

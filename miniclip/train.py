@@ -31,11 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from miniclip import backend, distributed
-from miniclip.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from miniclip.checkpoint import load_checkpoint, save_checkpoint
+from miniclip.fileio import atomic_write
 from miniclip.runfolder import RunLock, repair_metrics, stop_requests
 from miniclip.data.loader import DataLoader
 from miniclip.evaluate import encode_images, encode_texts
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.optim import (AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)
 from miniclip.tasks import check_dataset, make_task

@@ -1,6 +1,7 @@
 """Hostile or damaged checkpoint files (issue 12, items 6 and 8): each one is refused
 with a CheckpointError naming the file and the problem, quickly, without allocating
 more than the file can hold. The files are built here, byte by byte."""
+import io
 import json
 import math
 import os
@@ -247,7 +248,8 @@ def test_inflated_shapes_refused_before_building(tmp_path):
 
 def test_npz_checkpoint_with_a_huge_config_refused(tmp_path):
     from miniclip.checkpoint import save_checkpoint
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     model = CLIP(get_config("micro"))
     big = dict(vars(get_config("ViT-L/14")))
     big["vision_layers"] = big["transformer_layers"] = 200
@@ -264,7 +266,241 @@ def test_npz_checkpoint_with_a_huge_config_refused(tmp_path):
 
 
 def test_parameter_count_formula_matches_the_model():
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     from miniclip.pretrained import config_parameter_count
     for name in ("micro", "tiny"):
         assert config_parameter_count(get_config(name)) == CLIP(get_config(name)).num_parameters()
+
+
+# ---- config files, weights and archives (issue 24, round four) --------------------------
+# Each file is built here; each refusal must be a CheckpointError naming the file and the key.
+
+def micro_model():
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
+    return CLIP(get_config("micro"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A Hugging Face folder of the micro model (export_hf), to edit per test."""
+    from miniclip.pretrained import export_hf
+    from miniclip.tokenizer import Tokenizer
+    folder = tmp_path_factory.mktemp("hf")
+    export_hf(micro_model(), folder, tokenizer=Tokenizer.default())
+    return folder
+
+
+def edited_hf_folder(hf_folder, tmp_path, edit):
+    """A copy of hf_folder whose config.json is edit(parsed config) (or raw text when edit returns str)."""
+    import shutil
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    result = edit(config)
+    (folder / "config.json").write_text(result if isinstance(result, str) else json.dumps(config))
+    return folder
+
+
+def refused(folder_or_file, *needles):
+    from miniclip.pretrained import load
+    with pytest.raises(CheckpointError) as err:
+        load(str(folder_or_file), device="cpu")
+    message = str(err.value)
+    for needle in needles:
+        assert needle in message, message
+    assert "\n" not in message, message
+    return message
+
+
+def test_the_exported_hf_folder_loads(hf_folder):
+    from miniclip.pretrained import load
+    model, _ = load(str(hf_folder), device="cpu")
+    assert model.config.vocab_size == 1000
+
+
+@pytest.mark.parametrize("value", [10 ** 9, True, 2.5, -1, "49407", None])
+def test_hf_eos_token_id_out_of_range_or_not_an_integer_is_refused(hf_folder, tmp_path, value):
+    """Item 9: these loaded, pooling at a wrong row (wrong text features, exit 0)."""
+    folder = edited_hf_folder(hf_folder, tmp_path, lambda c: c["text_config"].update(eos_token_id=value))
+    refused(folder, str(folder / "config.json"), "text_config.eos_token_id", "integer from 0 to 999")
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: "[]", "the file is a JSON array"),
+    (lambda c: c.update(text_config="clip"), "text_config is a JSON string"),
+    (lambda c: c["text_config"].update(num_attention_heads=None), "text_config.num_attention_heads = null"),
+    (lambda c: c["vision_config"].update(num_attention_heads=[2]), "vision_config.num_attention_heads = [2]"),
+    (lambda c: c["text_config"].update(layer_norm_eps=None), "text_config.layer_norm_eps = null"),
+    (lambda c: c["vision_config"].update(layer_norm_eps=[1e-5]), "vision_config.layer_norm_eps = [1e-05]"),
+    (lambda c: c["text_config"].update(hidden_act=7), "text_config.hidden_act = 7"),
+    (lambda c: c["vision_config"].update(intermediate_size="256"), "vision_config.intermediate_size"),
+    (lambda c: "{not json", "not a readable JSON config"),
+])
+def test_hf_config_of_the_wrong_shape_is_refused_naming_file_and_key(hf_folder, tmp_path, edit, key):
+    """Item 23: AttributeError / TypeError tracebacks before."""
+    folder = edited_hf_folder(hf_folder, tmp_path, edit)
+    refused(folder, str(folder / "config.json"), key)
+
+
+def open_clip_folder(tmp_path, model_cfg=None, preprocess_cfg=None, raw=None):
+    """An OpenCLIP folder holding the micro model's weights and this open_clip_config.json."""
+    from miniclip.pretrained import write_safetensors
+    folder = tmp_path / "oc"
+    folder.mkdir()
+    write_safetensors(folder / "open_clip_model.safetensors", micro_model().state_dict())
+    good = {"embed_dim": 64, "quick_gelu": True,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 64, "patch_size": 8},
+            "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 1, "layers": 2}}
+    meta = {"model_cfg": good if model_cfg is None else model_cfg(good),
+            "preprocess_cfg": preprocess_cfg or {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    (folder / "open_clip_config.json").write_text(raw if raw is not None else json.dumps(meta))
+    return folder
+
+
+def test_the_open_clip_folder_loads(tmp_path):
+    from miniclip.pretrained import load
+    model, preprocess = load(str(open_clip_folder(tmp_path)), device="cpu")
+    assert model.config.vision_layers == 2
+    np.testing.assert_array_equal(preprocess.mean.ravel(), [0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: dict(c, vision_cfg=dict(c["vision_cfg"], head_width=0)), "model_cfg.vision_cfg.head_width = 0"),
+    (lambda c: dict(c, vision_cfg=dict(c["vision_cfg"], head_width=48)), "model_cfg.vision_cfg.head_width = 48"),
+    (lambda c: [], "model_cfg is a JSON array"),
+    (lambda c: dict(c, vision_cfg="ViT-B-32"), "model_cfg.vision_cfg is a JSON string"),
+    (lambda c: dict(c, text_cfg=dict(c["text_cfg"], heads=None)), "model_cfg.text_cfg.heads = null"),
+    (lambda c: dict(c, vision_cfg=dict(c["vision_cfg"], mlp_ratio="4")), "model_cfg.vision_cfg.mlp_ratio"),
+    (lambda c: dict(c, quick_gelu="yes"), "model_cfg.quick_gelu"),
+    (lambda c: {k: v for k, v in c.items() if k != "embed_dim"}, "missing key model_cfg.embed_dim"),
+])
+def test_open_clip_config_of_the_wrong_shape_is_refused_naming_file_and_key(tmp_path, edit, key):
+    """Item 23: ZeroDivisionError / AttributeError / TypeError tracebacks before; a missing
+    key said "missing entry 'embed_dim'" without the file."""
+    folder = open_clip_folder(tmp_path, model_cfg=edit)
+    refused(folder, str(folder / "open_clip_config.json"), key)
+
+
+@pytest.mark.parametrize("pre, key", [
+    ({"mean": [float("nan"), 0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "preprocess_cfg.mean"),
+    ({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0, 0.5]}, "preprocess_cfg.std"),
+    ({"mean": [0.5, 0.5, 0.5], "std": [0.5, -1, 0.5]}, "preprocess_cfg.std"),
+    ({"mean": [0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "preprocess_cfg.mean"),
+    ({"mean": 0.5, "std": [0.5, 0.5, 0.5]}, "preprocess_cfg.mean"),
+])
+def test_open_clip_preprocessing_that_makes_nan_features_is_refused(tmp_path, pre, key):
+    """Item 11: a NaN mean or a 0 std gave NaN features (exit 0)."""
+    folder = open_clip_folder(tmp_path, preprocess_cfg=pre)
+    refused(folder, str(folder / "open_clip_config.json"), key)
+
+
+def nan_state(value, name="ln_final.weight"):
+    state = micro_model().state_dict()
+    state[name] = state[name].copy()
+    state[name].flat[3] = value
+    return state
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("kind", ["safetensors", "pt", "npz", "hf"])
+def test_a_nan_or_inf_weight_is_refused_naming_the_tensor(tmp_path, kind, value):
+    """Item 10: zero-shot printed `nan%` for every label."""
+    from miniclip.checkpoint import save_checkpoint
+    from miniclip.pretrained import export_hf, save_torch_state_dict, write_safetensors
+    from miniclip.tokenizer import Tokenizer
+    state = nan_state(value)
+    if kind == "safetensors":
+        path = tmp_path / "w.safetensors"
+        write_safetensors(path, state)
+    elif kind == "pt":
+        path = tmp_path / "w.pt"
+        save_torch_state_dict(state, path)
+    elif kind == "hf":
+        path = tmp_path / "hf"
+        export_hf(state, path, tokenizer=Tokenizer.default())
+    else:
+        path = tmp_path / "w.npz"
+        model = micro_model()
+        model.load_state_dict(state)
+        save_checkpoint(path, model, meta={"model": dict(vars(model.config))})
+    name = "text_model.final_layer_norm.weight" if kind == "hf" else "ln_final.weight"
+    refused(path, str(path), repr(name), "NaN or infinite")
+
+
+def test_a_nan_weight_in_a_training_checkpoint_is_refused_by_eval(tmp_path):
+    from miniclip.checkpoint import model_from_checkpoint, save_checkpoint
+    model = micro_model()
+    model.load_state_dict(nan_state(np.nan, "visual.proj"))
+    save_checkpoint(tmp_path / "c.npz", model, meta={"model": dict(vars(model.config))})
+    with pytest.raises(CheckpointError, match=r"c.npz: weight 'visual.proj' holds 1 NaN"):
+        model_from_checkpoint(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("change", ["extra", "missing", "missing-shape-key"])
+def test_a_state_dict_with_one_extra_or_missing_key_names_the_key(tmp_path, change):
+    """Weak case: this said only that the parameter count differs (or, for a weight the
+    config is read from, named the key without the file)."""
+    from miniclip.pretrained import write_safetensors
+    state = micro_model().state_dict()
+    if change == "extra":
+        state["visual.transformer.resblocks.0.attn.bias_k"] = np.zeros((1, 1, 64), np.float32)
+        needle = "unexpected 'visual.transformer.resblocks.0.attn.bias_k'"
+    elif change == "missing":
+        del state["ln_final.bias"]
+        needle = "missing 'ln_final.bias'"
+    else:
+        del state["ln_final.weight"]
+        needle = "has no 'ln_final.weight'"
+    path = tmp_path / "w.safetensors"
+    write_safetensors(path, state)
+    refused(path, str(path), needle)
+
+
+def npy_header(shape, dtype="<f4"):
+    """The bytes np.save writes before an array's data (format 1.0)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def npz_bomb(tmp_path, declared_elements):
+    """A micro checkpoint whose 'param/visual.proj' declares `declared_elements` float32s in a
+    deflated entry whose zip header declares the matching size: a few kilobytes on disk."""
+    from miniclip.checkpoint import save_checkpoint
+    model = micro_model()
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, model, meta={"model": dict(vars(model.config))})
+    entries = []
+    with zipfile.ZipFile(good) as archive:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == "param/visual.proj.npy":
+                header = npy_header((declared_elements,))
+                compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+                body = compressor.compress(header + bytes(1 << 16)) + compressor.flush()
+                size = len(header) + 4 * declared_elements
+                entries.append((info.filename, body, zipfile.ZIP_DEFLATED, size, 0))
+            else:
+                entries.append(stored(info.filename, data))
+    return raw_zip(tmp_path / "bomb.npz", entries)
+
+
+def test_a_small_npz_declaring_gigabytes_is_refused_before_any_array_is_read(tmp_path):
+    """Item 15: every array was read (2 GB, 10 s) before the parameter-count check; under a
+    1.5 GB address-space limit the old code ran out of memory."""
+    path = npz_bomb(tmp_path, 1 << 29)                      # 2 GiB of float32 declared
+    assert path.stat().st_size < 2_000_000                  # the micro model's own 1.1 MB
+    for call in ("from miniclip.checkpoint import model_from_checkpoint\nmodel_from_checkpoint",
+                 "from miniclip.pretrained import load\nload"):
+        output, seconds = run_limited(f"{call}({str(path)!r})", limit=1536 << 20)
+        assert_refused(output, seconds, path, "visual.proj")
+        assert seconds < 5, output
+
+
+def test_npz_declared_sizes_are_read_from_the_headers_alone(tmp_path):
+    from miniclip.formats.npz import npz_declared
+    path = npz_bomb(tmp_path, 1 << 29)
+    shape, dtype = npz_declared(path)["param/visual.proj"]
+    assert shape == (1 << 29,) and dtype == np.float32

@@ -5,20 +5,24 @@ No torch, no transformers: Hugging Face's rules (pooling, tokenizer files) are
 re-implemented here in a few lines and checked against miniclip's output.
 """
 import dataclasses
+import html
 import json
 import os
 import shutil
 import warnings
 
+import ftfy
 import numpy as np
 import pytest
+import regex
 
 from miniclip import pretrained
-from miniclip.model import CLIP, CLIPConfig, get_config
+from miniclip.config import CLIPConfig, get_config
+from miniclip.model import CLIP
 from miniclip.pretrained import (
     CheckpointError, check_supported, export_hf, load, load_state_dict_any, read_safetensors,
     write_safetensors)
-from miniclip.tokenizer import SOT_TEXT, EOT_TEXT, BYTE_TO_CHAR, Tokenizer, pre_tokenize, tokenize
+from miniclip.tokenizer import SOT_TEXT, EOT_TEXT, Tokenizer, tokenize
 from conftest import shared_file
 from miniclip.tokenizer import OPENAI_NUM_MERGES
 from test_pretrained import fixture, save_arrays
@@ -221,24 +225,65 @@ def test_an_eos_token_id_in_the_config_pools_at_its_first_occurrence():
 
 # ---- tokenizer and preprocessor files --------------------------------------------------
 
+def hf_bytes_to_unicode():
+    """GPT-2's byte -> printable character table, as transformers' CLIPTokenizer builds it."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+# transformers' CLIPTokenizer.pat
+HF_PAT = regex.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+                       regex.IGNORECASE)
+
+
 def hf_style_tokenizer(folder):
-    """A small reader of vocab.json + merges.txt, as Hugging Face's CLIPTokenizer uses
-    them: merge ranks from merges.txt (after the #version line), token -> id from vocab.json."""
+    """A pure-Python reader of the exported files, used the way Hugging Face's CLIPTokenizer
+    uses them (it shares no code with miniclip's tokenizer):
+    - the special tokens of special_tokens_map.json / tokenizer_config.json are cut out of
+      the raw text first (HF's added-token split) and each becomes its vocab.json id;
+    - each other piece: ftfy + html.unescape twice, whitespace runs -> one space, lower
+      case, HF's regex, bytes -> GPT-2 characters, BPE with the ranks of merges.txt (after
+      its #version line), then vocab.json (the two start/end strings map to their ids
+      directly, as CLIPTokenizer.bpe's cache does)."""
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     lines = (folder / "merges.txt").read_text(encoding="utf-8").strip().split("\n")
     assert lines[0].startswith("#version")
     ranks = {tuple(line.split()): rank for rank, line in enumerate(lines[1:49152 - 256 - 2 + 1])}
+    special = json.loads((folder / "special_tokens_map.json").read_text())
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    specials = {config[k] for k in special} | set(special.values())
+    split = regex.compile("(" + "|".join(regex.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
+    byte_char = hf_bytes_to_unicode()
 
     def encode(text):
         ids = []
-        for piece in pre_tokenize(text):                # ftfy, clean and split are OpenAI's
-            if piece in (SOT_TEXT, EOT_TEXT):
-                ids.append(vocab[piece])
+        for part in split.split(text):
+            if part in specials:
+                ids.append(vocab[part])
                 continue
-            token = "".join(BYTE_TO_CHAR[b] for b in piece.encode("utf-8"))
-            ids.extend(vocab[symbol] for symbol in openai_style_bpe(ranks, token))
+            part = html.unescape(html.unescape(ftfy.fix_text(part))).strip()
+            part = regex.sub(r"\s+", " ", part).strip().lower()
+            for piece in HF_PAT.findall(part):
+                if piece in ("<|startoftext|>", "<|endoftext|>"):       # CLIPTokenizer.bpe's cache
+                    ids.append(vocab[piece])
+                    continue
+                token = "".join(byte_char[b] for b in piece.encode("utf-8"))
+                ids.extend(vocab[symbol] for symbol in openai_style_bpe(ranks, token))
         return ids
     return vocab, ranks, encode
+
+
+# text where a special token, a contraction, digits or spaces could go wrong
+HARD_TEXTS = ["a dog!", "!", "a dog ! and a cat!!", "it's a dog's life, isn't it?", "we'll see 'em",
+              "2024 photos of 3 cats, 10 dogs", "a    photo\t of   a dog  ", "  !  ", "route 66!",
+              "'", "a photo of a {}.", "<|endoftext|>"]
 
 
 def test_tokenizer_files_give_miniclips_ids_on_the_fixture_strings(tmp_path):
@@ -249,12 +294,14 @@ def test_tokenizer_files_give_miniclips_ids_on_the_fixture_strings(tmp_path):
         pretrained.write_hf_tokenizer(tokenizer, folder, context_length=77)
         vocab, ranks, encode = hf_style_tokenizer(folder)
         assert len(vocab) == len(tokenizer) and len(ranks) == len(tokenizer.merges)
-        for case in cases:
-            assert encode(case["text"]) == tokenizer.encode(case["text"]), case["text"]
+        for text in [case["text"] for case in cases] + HARD_TEXTS:
+            assert encode(text) == tokenizer.encode(text), text
         special = json.loads((folder / "special_tokens_map.json").read_text())
         config = json.loads((folder / "tokenizer_config.json").read_text())
-        assert special["eos_token"] == EOT_TEXT and special["bos_token"] == SOT_TEXT
-        assert vocab[special["pad_token"]] == 0                   # pads with id 0, as clip.tokenize
+        # OpenAI's own HF folders: <|startoftext|> bos, <|endoftext|> for eos, pad and unk
+        assert special == {"bos_token": SOT_TEXT, "eos_token": EOT_TEXT, "pad_token": EOT_TEXT,
+                           "unk_token": EOT_TEXT}
+        assert vocab[special["pad_token"]] == tokenizer.eot_token
         assert config["tokenizer_class"] == "CLIPTokenizer" and config["model_max_length"] == 77
 
 
@@ -332,3 +379,32 @@ def test_load_draws_no_random_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(CLIP, "initialize_parameters", refuse)
     model, _ = load(path, device="cpu", config=ODD)
     assert model.config == ODD
+
+
+def test_read_hf_tokenizer_gives_back_the_exported_tokenizer(tmp_path):
+    tokenizer = Tokenizer.default()
+    export_hf(CLIP(get_config("micro")), tmp_path, tokenizer=tokenizer)
+    for path in (tmp_path, tmp_path / "model.safetensors"):       # the folder, or a file in it
+        read = pretrained.read_hf_tokenizer(path)
+        assert read.merges == tokenizer.merges
+        assert read.encode("a red circle! it's 42") == tokenizer.encode("a red circle! it's 42")
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    vocab["a</w>"], vocab["b</w>"] = vocab["b</w>"], vocab["a</w>"]         # numbered otherwise
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(CheckpointError, match=r"vocab.json: token 'a</w>' has id"):
+        pretrained.read_hf_tokenizer(tmp_path)
+    (tmp_path / "merges.txt").unlink()
+    assert pretrained.read_hf_tokenizer(tmp_path) is None                 # then OpenAI's, as before
+
+
+def test_zeroshot_on_an_exported_folder_uses_the_folders_tokenizer(tmp_path, capsys):
+    """Issue 24: zeroshot ignored the folder's vocab.json/merges.txt and refused the ids."""
+    from PIL import Image
+    from miniclip.cli import main
+    folder = tmp_path / "hf"
+    export_hf(CLIP(get_config("micro")), folder, tokenizer=Tokenizer.default())   # 1000 ids, not OpenAI's
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    assert main(["zeroshot", "--checkpoint", str(folder), str(image), "--labels", "red circle,blue square"]) == 0
+    out = capsys.readouterr().out
+    assert "red circle" in out and "blue square" in out

@@ -11,7 +11,8 @@ from conftest import shared_file
 from miniclip.autograd.tensor import Tensor, no_grad
 from miniclip.backend import to_numpy
 from miniclip.loss import clip_loss
-from miniclip.model import CLIP, CLIPConfig, CONFIGS, config_from_state_dict, get_config
+from miniclip.config import CLIPConfig, CONFIGS, get_config
+from miniclip.model import CLIP, config_from_state_dict
 from miniclip.optim import AdamW, clamp_logit_scale
 
 # float32 vs float64 differences of OpenAI's own model (fixture README table), ×10

@@ -22,6 +22,7 @@ from miniclip.pretrained import (
     openai_to_hf, read_safetensors, read_torch_checkpoint, write_safetensors,
 )
 from miniclip import pretrained
+from miniclip.formats import torch_archive
 
 from conftest import shared_file
 
@@ -413,7 +414,7 @@ def test_files_that_are_not_torch_zips_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="random.pt is not a PyTorch checkpoint"):
         read_torch_checkpoint(random_bytes)
     legacy = tmp_path / "legacy.pt"
-    legacy.write_bytes(pretrained._LEGACY_TORCH_MAGIC + b"q\x00.")
+    legacy.write_bytes(torch_archive.LEGACY_TORCH_MAGIC + b"q\x00.")
     with pytest.raises(CheckpointError, match="legacy.pt is a legacy"):
         read_torch_checkpoint(legacy)
     npz = tmp_path / "arrays.pt"
@@ -461,11 +462,9 @@ def test_model_names_and_their_errors():
 def test_a_model_name_is_looked_up_in_assets_then_cache_then_downloaded(tmp_path, monkeypatch):
     calls = []
     assets = {"ViT-B-16.pt": str(tmp_path / "assets" / "ViT-B-16.pt")}
-    fake = types.SimpleNamespace(
-        find_asset=lambda filename: assets.get(filename),
-        cache_dir=lambda: str(tmp_path / "cache"),
-        download=lambda url, dest, sha256=None: calls.append((url, dest, sha256)))
-    monkeypatch.setitem(sys.modules, "miniclip.download", fake)
+    monkeypatch.setattr(pretrained, "find_asset", lambda filename: assets.get(filename))
+    monkeypatch.setattr(pretrained, "cache_dir", lambda: str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "download", lambda url, dest, sha256=None: calls.append((url, dest, sha256)))
     assert pretrained._checkpoint_path("ViT-B/16") == assets["ViT-B-16.pt"]
     assert calls == []
     dest = pretrained._checkpoint_path("ViT-L/14@336px")

@@ -8,7 +8,8 @@ import miniclip
 from miniclip.autograd.tensor import no_grad
 from miniclip.checkpoint import load_checkpoint, save_checkpoint
 from miniclip.loss import clip_loss
-from miniclip.model import CLIP, CONFIGS, config_from_state_dict, get_config
+from miniclip.config import CONFIGS, get_config
+from miniclip.model import CLIP, config_from_state_dict
 from miniclip.nn import BatchNorm2d
 from miniclip.pretrained import CheckpointError, available_models, export_hf
 

@@ -17,7 +17,8 @@ from miniclip.autograd.tensor import no_grad
 from miniclip.bench.timer import median_seconds
 from miniclip.bench.workloads import ADAMW, WORKLOADS, random_batch
 from miniclip.loss import clip_loss
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.optim import AdamW
 
 

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from miniclip.model import CLIPConfig, get_config
+from miniclip.config import CLIPConfig, get_config
 
 CONFIG_S = CLIPConfig(embed_dim=128, image_resolution=32, vision_layers=4, vision_width=128,
                       vision_patch_size=4, context_length=16, vocab_size=49408,

@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from miniclip.checkpoint import atomic_write
+from miniclip.fileio import atomic_write
 from miniclip.data.transforms import to_8bit
-from miniclip.download import cache_dir
+from miniclip.download import cache_dir, download as fetch
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
@@ -431,7 +431,6 @@ def load_cifar(name, split, root=None, download=True, verify=True):
     if source is None:
         if not download:
             raise _not_found(name, root)
-        from miniclip.download import download as fetch
         source = ("official", fetch(info["url"], cache_dir() / info["file"], md5=info["md5"]))
 
     kind, path = source
