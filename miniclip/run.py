@@ -160,7 +160,8 @@ class Run:
         self.folder = Path(cfg.out) / self.name
         self.checkpoint_path = self.folder / CHECKPOINT
         self.metrics = self.folder / "metrics.jsonl"
-        self.history, self.last_good, self.elapsed_before = [], None, 0.0
+        self.history, self.elapsed_before = [], 0.0
+        self.last_good = self.saved_step = None      # steps of the last healthy / saved checkpoint
         self.exits = contextlib.ExitStack()
 
     def __enter__(self):
@@ -207,7 +208,7 @@ class Run:
             model.load_state_dict(state["params"])
             optimizer.load_state_dict(state["optim"])
             step, self.elapsed_before = state["meta"]["step"], state["meta"]["elapsed"]
-            self.last_good = step
+            self.last_good = self.saved_step = step
             if self.main:
                 print(f"resumed from {self.checkpoint_path} at step {step}")
         distributed.broadcast_parameters(model, self.comm)   # every rank starts from rank 0's model
@@ -242,13 +243,6 @@ class Run:
             raise ValueError(f"{path} is not a miniclip training checkpoint (its metadata "
                              f"lacks step/elapsed/config): cannot resume from it")
         saved = meta["config"]
-        now = json.loads(json.dumps(dataclasses.asdict(self.model_config)))   # tuples as lists
-        architecture = {k: (v, now.get(k)) for k, v in meta.get("model", {}).items() if now.get(k) != v}
-        if architecture:
-            raise ValueError(
-                f"--resume: {path} holds a {saved.get('model')!r} model and this run builds a "
-                f"{self.cfg.model!r} one ({_listed(architecture, 3)}): its weights cannot be "
-                "loaded, even with --allow-changes; start a new run with another --name")
         folder_config = self.folder / "config.json"
         if folder_config.is_file():
             try:
@@ -262,6 +256,13 @@ class Run:
                     f"--resume: {folder_config} and {path} describe different runs "
                     f"({_listed(mixed)}, config.json -> checkpoint): the checkpoint is not this "
                     "folder's run; move it away, or pass --allow-changes to continue from it")
+        now = json.loads(json.dumps(dataclasses.asdict(self.model_config)))   # tuples as lists
+        architecture = {k: (v, now.get(k)) for k, v in meta.get("model", {}).items() if now.get(k) != v}
+        if architecture:
+            raise ValueError(
+                f"--resume: {path} holds a {saved.get('model')!r} model and this run builds a "
+                f"{self.cfg.model!r} one ({_listed(architecture, 3)}): its weights cannot be "
+                "loaded, even with --allow-changes; start a new run with another --name")
         changes = resume_changes(saved, self.cfg)
         if changes and not allow_changes:
             raise ValueError(f"--resume: this run's settings differ from the checkpoint's "
@@ -311,6 +312,8 @@ class Run:
     def checkpoint(self, step):
         """Save (rank 0; the one before is kept as checkpoint.prev.npz), unless the weights are
         no longer finite: then stop, naming the last good checkpoint."""
+        if step == self.saved_step:        # already on disk (the last periodic one, or resumed)
+            return
         distributed.check_parameters_identical(self.model, self.comm, step)
         if not params_healthy(self.model):
             raise TrainingDiverged(
@@ -324,7 +327,7 @@ class Run:
                 "model": dataclasses.asdict(self.model_config),
                 "tokenizer_merges": self.tokenizer.merges,   # the checkpoint carries its vocabulary
                 "processes": self.comm.world_size})
-        self.last_good = step
+        self.last_good = self.saved_step = step
 
     def last_good_sentence(self):
         """A sentence naming the last checkpoint with healthy weights, for error messages."""
