@@ -180,6 +180,9 @@ class Run:
     def _check_folder(self):
         """Refuse a new run over an old one, or a resume with nothing to resume (rank 0)."""
         present = [n for n in RUN_FILES if (self.folder / n).exists()]
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in the folder and --overwrite replaces "
+                             "it: give one of them")
         if self.resume:
             saved_settings(self.folder)                   # a readable checkpoint, or one line
         elif present and not self.overwrite:

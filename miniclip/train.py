@@ -42,7 +42,8 @@ from miniclip.tokenizer import Tokenizer, tokenize
 # length (steps / epochs / time_budget) applies only when none of the three is set.
 # shapes: colour, shape and size are learned in a few hundred steps; position
 # comes last (14 % at step 150, 95 % at step 450 of a 750-step run at lr 1e-3;
-# lr 2e-3 left it at 24 % after 800 steps): 600 steps of `tiny` at lr 1e-3 (README: its time).
+# lr 2e-3 left it at 24 % after 800 steps): 600 steps of `tiny` at lr 1e-3
+# (the README gives how long that takes).
 DATASET_DEFAULTS = {
     "shapes": dict(model="tiny", steps=600, lr=1e-3),
     "cifar": dict(model="cifar-tiny", time_budget=10.0, lr=2e-3),

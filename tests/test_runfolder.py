@@ -138,6 +138,8 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "--overwrite: deleted the earlier run's" in out and "checkpoint.npz" in out
     assert (run / "notes.txt").read_text() == "mine"      # not a run file: kept
+    assert main(cli_flags(cfg) + ["--overwrite", "--resume"]) == 2
+    assert "give one of them" in error_lines(capsys)[0]
 
 
 @pytest.mark.parametrize("name", ["..", "../x", "ABSOLUTE", ".", "a/../../b"])
