@@ -4,11 +4,12 @@ train.py's loop calls a Run at a few points and does nothing else with files:
 
     with Run(cfg, comm, resume, overwrite) as run:        # folder checks, lock (rank 0)
         step = run.start(model, optimizer, model_config, tokenizer, total_steps, allow_changes)
-        fraction, stopping = run.progress(step)            # before the loop and after each step
-        run.check_loss(loss, step)                         # NaN/Inf: stop, naming the last good checkpoint
-        run.log_step(record)                               # a line of metrics.jsonl
-        run.checkpoint(step)                               # every --checkpoint-every steps
-        result = run.evaluate(task, limit)                 # rank 0 evaluates, the others wait
+        with run.steps():                                  # stop signals and the progress bar
+            fraction, stopping = run.progress(step)        # before the loop and after each step
+            run.check_loss(loss, step)                     # NaN/Inf: stop, naming the last good one
+            run.log_step(record)                           # a line of metrics.jsonl
+            run.checkpoint(step)                           # every --checkpoint-every steps
+            result = run.evaluate(task, limit)             # rank 0 evaluates, the others wait
         return run.interrupted(step)  or  run.finish(step, final, task, device)
 
 The run folder is <--out>/<--name> (default name <dataset>-<model>, made safe as one
@@ -227,10 +228,16 @@ class Run:
         if changes:
             self.log({"step": step, "note": "settings changed on resume (--allow-changes)",
                       "changes": {k: {"checkpoint": a, "now": b} for k, (a, b) in changes.items()}})
-        self.stop = self.exits.enter_context(stop_requests())
-        self.bar = self.exits.enter_context(_progress_bar(total_steps, step, self.show_progress))
         self.first_step, self.started = step, time.perf_counter()
         return step
+
+    @contextlib.contextmanager
+    def steps(self):
+        """Around the loop: Ctrl-C, SIGTERM and SIGHUP ask for a stop after the current step
+        (progress() tells every rank), and the progress bar (rank 0)."""
+        with stop_requests() as self.stop, _progress_bar(self.total_steps, self.first_step,
+                                                         self.show_progress) as self.bar:
+            yield self
 
     def _read_checkpoint(self):
         try:
@@ -351,7 +358,6 @@ class Run:
 
     def interrupted(self, step):
         """After a stop: checkpoint, and print the exact command that continues the run."""
-        self.bar.close()
         self.checkpoint(step)
         if self.main:
             command = shlex.join(["python", "-m", "miniclip", "train", "--dataset", self.cfg.dataset,
@@ -362,7 +368,6 @@ class Run:
 
     def finish(self, step, final, task, device):
         """The final evaluation's record, summary.json and the plots (rank 0); the summary."""
-        self.bar.close()
         if not self.main:                       # the other ranks' work is done; rank 0 reports
             return {"rank": self.comm.rank, "steps": step, "processes": self.comm.world_size}
         self.log({"step": step, "eval": final, "final": True})

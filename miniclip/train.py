@@ -199,7 +199,7 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
     with comm.abort_on_error(), Run(cfg, comm, resume, overwrite, progress) as run:
         device = backend.default_device() if cfg.device == "auto" else cfg.device
         backend.check_device(device)
-        rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)   # my rows of each batch
+        rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)  # my rows of a batch
         tokenizer = Tokenizer.from_file(cfg.tokenizer) if cfg.tokenizer else Tokenizer.default()
         model_config = dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
                                            image_resolution=cfg.image_size)
@@ -225,48 +225,50 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
         eval_every = cfg.eval_every or max(1, (total_steps or 1000) // 5)
 
         step = run.start(model, optimizer, model_config, tokenizer, total_steps, allow_changes)
-        fraction, stopping = run.progress(step)
-        while fraction < 1.0 and not stopping:
-            epoch, first_batch = divmod(step, per_epoch)
-            for images, ids, indices in loader.iter_epoch(epoch, start_batch=first_batch):
-                # lr for this step: warmup then cosine, by steps or by the clock
-                lr = cosine_schedule(min(fraction, 1.0), 1.0, cfg.warmup, cfg.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                groups = task.groups[indices] if cfg.class_positives else None  # same caption: positive
-                logging = (step + 1) % cfg.log_every == 0 or step == 0
+        with run.steps():          # Ctrl-C, SIGTERM, SIGHUP: stop after a step; the progress bar
+            fraction, stopping = run.progress(step)
+            while fraction < 1.0 and not stopping:
+                epoch, first_batch = divmod(step, per_epoch)
+                for images, ids, indices in loader.iter_epoch(epoch, start_batch=first_batch):
+                    # lr for this step: warmup then cosine, by steps or by the clock
+                    lr = cosine_schedule(min(fraction, 1.0), 1.0, cfg.warmup, cfg.lr)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    # pairs with the same class (or caption) are positives of each other
+                    groups = task.groups[indices] if cfg.class_positives else None
+                    logging = (step + 1) % cfg.log_every == 0 or step == 0
 
-                optimizer.zero_grad()
-                if dp_step:          # my rows of the global batch, the gathered loss, averaged grads
-                    result = dp_step(images, ids, groups, accuracy=logging)
-                    loss_value, acc_i2t, acc_t2i = result.loss, result.acc_i2t, result.acc_t2i
-                else:                # the model copies images and ids to its device
-                    logits_per_image, logits_per_text = model(images, ids)        # (B, B) each
-                    positives = None if groups is None else same_caption_targets(groups, xp)
-                    loss = clip_loss(logits_per_image, logits_per_text, positives)
-                    loss.backward()
-                    loss_value = float(loss.item())
-                    # the accuracies cost two device reads: only on the steps that log them
-                    acc_i2t, acc_t2i = (batch_accuracy(logits_per_image) if logging
-                                        else (None, None))
-                run.check_loss(loss_value, step + 1)
-                grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                clamp_logit_scale(model)
-                step += 1
+                    optimizer.zero_grad()
+                    if dp_step:   # my rows of the global batch, gathered loss, averaged gradients
+                        result = dp_step(images, ids, groups, accuracy=logging)
+                        loss_value, acc_i2t, acc_t2i = result.loss, result.acc_i2t, result.acc_t2i
+                    else:                # the model copies images and ids to its device
+                        logits_per_image, logits_per_text = model(images, ids)        # (B, B) each
+                        positives = None if groups is None else same_caption_targets(groups, xp)
+                        loss = clip_loss(logits_per_image, logits_per_text, positives)
+                        loss.backward()
+                        loss_value = float(loss.item())
+                        # the accuracies cost two device reads: only on the steps that log them
+                        acc_i2t, acc_t2i = (batch_accuracy(logits_per_image) if logging
+                                            else (None, None))
+                    run.check_loss(loss_value, step + 1)
+                    grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    clamp_logit_scale(model)
+                    step += 1
 
-                if logging:
-                    run.log_step({"step": step, "epoch": epoch, "loss": loss_value,
-                                  "acc_i2t": acc_i2t, "acc_t2i": acc_t2i, "lr": lr,
-                                  "grad_norm": grad_norm,
-                                  "temperature": 1.0 / math.exp(float(model.logit_scale.item()))})
-                if step % cfg.checkpoint_every == 0:
-                    run.checkpoint(step)
-                fraction, stopping = run.progress(step)
-                if step % eval_every == 0 and fraction < 1.0:   # (the final one follows)
-                    run.log({"step": step, "eval": run.evaluate(task, cfg.eval_images)})
-                if fraction >= 1.0 or stopping:
-                    break
+                    if logging:
+                        temperature = 1.0 / math.exp(float(model.logit_scale.item()))
+                        run.log_step({"step": step, "epoch": epoch, "loss": loss_value,
+                                      "acc_i2t": acc_i2t, "acc_t2i": acc_t2i, "lr": lr,
+                                      "grad_norm": grad_norm, "temperature": temperature})
+                    if step % cfg.checkpoint_every == 0:
+                        run.checkpoint(step)
+                    fraction, stopping = run.progress(step)
+                    if step % eval_every == 0 and fraction < 1.0:   # (the final one follows)
+                        run.log({"step": step, "eval": run.evaluate(task, cfg.eval_images)})
+                    if fraction >= 1.0 or stopping:
+                        break
         if stopping:
             return run.interrupted(step)
         run.checkpoint(step)
