@@ -76,8 +76,9 @@ def _parser():
                         "name left and right)")
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
-    t.add_argument("--csv-separator", default=d.csv_separator,
-                   help="csv:PATH: the column separator (default: tab)")
+    t.add_argument("--csv-separator", default=d.csv_separator, type=_separator,
+                   help="csv:PATH: the column separator, one character; 'tab' or '\\t' for a "
+                        "tab (default: tab)")
     t.add_argument("--csv-img-key", default=d.csv_img_key,
                    help="csv:PATH: the column of image paths (default: %(default)s)")
     t.add_argument("--csv-caption-key", default=d.csv_caption_key,
@@ -123,6 +124,11 @@ def _parser():
     k.add_argument("--out", help="where --train writes (default: miniclip/data/miniclip_bpe.txt.gz)")
     k.add_argument("--merges", type=int, help="number of merges for --train")
     return parser, {"train": t, "eval": e, "zeroshot": z, "bench": b, "tokenize": k}
+
+
+def _separator(text):
+    """--csv-separator: 'tab' and a typed backslash-t mean a tab; anything else as given."""
+    return "\t" if text in ("tab", "\\t") else text
 
 
 def _train(args):

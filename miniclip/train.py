@@ -120,6 +120,9 @@ def check_config(cfg):
                          "pairs per batch (with 1 the only caption is always right: loss ≡ 0)")
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
         raise ValueError("say how long to train: steps, epochs or time_budget")
+    if not (isinstance(cfg.csv_separator, str) and len(cfg.csv_separator) == 1):
+        raise ValueError(f"--csv-separator {cfg.csv_separator!r}: must be one character "
+                         "(e.g. ',' or ';'; 'tab' or '\\t' for a tab, the default)")
 
 
 # Each numeric setting: (kind, lowest allowed, whether the lowest itself is allowed).

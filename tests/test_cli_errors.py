@@ -150,3 +150,8 @@ def test_csv_separator_and_columns_are_flags(tmp_path, capsys):
     assert summary["steps"] == 1
     assert main(flags + ["--name", "defaults"]) == 2               # tab, filepath, title: refused
     assert "error: " in capsys.readouterr().err
+    assert cli._separator("tab") == cli._separator("\\t") == "\t"   # a tab, as a shell user types it
+    assert main(flags + ["--csv-separator", ",,", "--name", "two"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --csv-separator ',,': must be one character (e.g. ',' or ';'; 'tab' or '\\t' for a "
+        "tab, the default)"]
