@@ -61,7 +61,8 @@ def load_checkpoint(path, optimiser=True):
             meta = json.loads(str(archive["meta_json"])) if "meta_json" in archive.files else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a readable miniclip checkpoint ({err}); "
-                         f"it may be truncated: use the previous checkpoint") from err
+                         f"it may be truncated: a training run keeps the one before it as "
+                         f"checkpoint.prev.npz beside it") from err
     if not params:
         raise ValueError(f"{path} holds no 'param/*' arrays: not a miniclip checkpoint")
     return {"params": params, "optim": optim, "meta": meta}

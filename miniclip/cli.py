@@ -5,11 +5,13 @@ import os
 import sys
 
 TRAIN_EXAMPLES = """examples:
-  python -m miniclip train                                  # tiny CLIP on the built-in shapes (~5 min CPU)
+  python -m miniclip train                                  # tiny CLIP on the built-in shapes (minutes on a CPU)
   python -m miniclip train --steps 100 --name quick         # a quick look
   python -m miniclip train --dataset cifar10 --time-budget 10
   python -m miniclip train --dataset csv:my_pairs.tsv --epochs 20
+  python -m miniclip train --dataset csv:pairs.csv --csv-separator , --csv-caption-key caption
   python -m miniclip train --name quick --resume            # continue a stopped run
+  python -m miniclip train --name quick --overwrite         # replace it with a new run
   MINICLIP_DEVICE=cuda python -m miniclip train --dataset cifar100 --model small --epochs 30
   OMP_NUM_THREADS=1 mpiexec -n 2 python -m miniclip train --batch-size 256   # 2 processes x 128 rows
   python -m miniclip train --batch-size 1024 --accum-freq 8   # gradient caching: 8 chunks of 128
@@ -28,7 +30,8 @@ ZEROSHOT_EXAMPLES = """examples:
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m miniclip",
+    """(the parser, {command: its subparser}); abbreviated flags are errors (allow_abbrev=False)."""
+    parser = argparse.ArgumentParser(prog="python -m miniclip", allow_abbrev=False,
                                      description="CLIP from scratch in NumPy.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (also: MINICLIP_DEBUG=1); "
@@ -42,7 +45,7 @@ def _parser():
     t = sub.add_parser("train", help="train a CLIP from scratch", epilog=TRAIN_EXAMPLES,
                        description="Per-dataset defaults (for flags left unset): "
                                    + "; ".join(f"{k}: {v}" for k, v in per.items()),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH "
                                                         "(default: %(default)s)")
     t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small; "
@@ -58,8 +61,12 @@ def _parser():
                    help="(default: %(default)s)")
     t.add_argument("--device", default=d.device, choices=["cpu", "cuda", "auto"])
     t.add_argument("--out", default=d.out, help="folder holding run folders (default: %(default)s)")
-    t.add_argument("--name", help="run folder name (default: <dataset>-<model>)")
+    t.add_argument("--name", help="run folder name inside --out; 'group/run1' is a nested folder "
+                                  "(default: <dataset>-<model>, e.g. shapes-tiny)")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in the folder (deletes its checkpoints, "
+                        "metrics, summary and plots); without it such a folder is refused")
     t.add_argument("--allow-changes", action="store_true",
                    help="with --resume: continue even though settings differ from the "
                         "checkpoint's (the change is noted in metrics.jsonl)")
@@ -69,6 +76,13 @@ def _parser():
                         "name left and right)")
     t.add_argument("--tokenizer", help="a BPE merges file (default: miniclip's own vocabulary)")
     t.add_argument("--train-size", type=int, help="shapes: number of training images")
+    t.add_argument("--csv-separator", default=d.csv_separator, type=_separator,
+                   help="csv:PATH: the column separator, one character; 'tab' or '\\t' for a "
+                        "tab (default: tab)")
+    t.add_argument("--csv-img-key", default=d.csv_img_key,
+                   help="csv:PATH: the column of image paths (default: %(default)s)")
+    t.add_argument("--csv-caption-key", default=d.csv_caption_key,
+                   help="csv:PATH: the column of captions (default: %(default)s)")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
     t.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between lines of metrics.jsonl (default: %(default)s)")
@@ -81,7 +95,7 @@ def _parser():
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", epilog=EVAL_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     e.add_argument("--checkpoint", required=True, help="a miniclip checkpoint .npz")
     e.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     e.add_argument("--linear-probe", action="store_true",
@@ -89,26 +103,32 @@ def _parser():
     e.add_argument("--probe-train-size", type=int, default=10000)
 
     z = sub.add_parser("zeroshot", help="classify images by text labels", epilog=ZEROSHOT_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     z.add_argument("--checkpoint", required=True,
                    help="a miniclip checkpoint .npz, an OpenAI .pt, a HF folder or an OpenAI name")
     z.add_argument("images", nargs="+", help="image files")
     z.add_argument("--labels", required=True, help="comma-separated class names")
     z.add_argument("--template", default="a photo of a {}.", help="prompt for each label")
 
-    b = sub.add_parser("bench", help="speed and memory benchmarks")
+    b = sub.add_parser("bench", help="speed and memory benchmarks", allow_abbrev=False)
     b.add_argument("what", nargs="*", default=["all"],
                    help="autograd | model | tokenizer | data | distributed | all "
                         "(against PyTorch: python benchmarks/vs_torch.py)")
 
-    k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary")
+    k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary",
+                       allow_abbrev=False)
     k.add_argument("text", nargs="*", help="text to encode")
     k.add_argument("--vocab", default="openai", help="openai | miniclip | PATH")
     k.add_argument("--train", action="store_true",
                    help="learn miniclip's shipped vocabulary from shapes captions and CIFAR prompts")
     k.add_argument("--out", help="where --train writes (default: miniclip/data/miniclip_bpe.txt.gz)")
     k.add_argument("--merges", type=int, help="number of merges for --train")
-    return parser
+    return parser, {"train": t, "eval": e, "zeroshot": z, "bench": b, "tokenize": k}
+
+
+def _separator(text):
+    """--csv-separator: 'tab' and a typed backslash-t mean a tab; anything else as given."""
+    return "\t" if text in ("tab", "\\t") else text
 
 
 def _train(args):
@@ -120,7 +140,7 @@ def _train(args):
     if args.resume:
         cfg = _resume_config(cfg, getattr(args, "explicit", set()))
     summary = train(cfg, resume=args.resume, progress=not args.no_progress,
-                    allow_changes=args.allow_changes)
+                    allow_changes=args.allow_changes, overwrite=args.overwrite)
     if summary.get("interrupted"):
         return 130
     if "rank" in summary:                   # another process of a distributed run: rank 0 reports
@@ -133,20 +153,13 @@ def _resume_config(cfg, explicit):
     """With --resume, the settings not given on the command line are the checkpoint's.
 
     explicit: the TrainConfig fields the command line set. Giving one of steps /
-    epochs / time_budget replaces all three. Returns cfg unchanged when there is no
-    checkpoint to resume from.
+    epochs / time_budget replaces all three. A folder with no checkpoint, or one that
+    cannot be read, is refused (miniclip.run.saved_settings).
     """
     import dataclasses
-    import numpy as np
-    from miniclip.train import RESUME_FREE, TrainConfig, run_folder
-    path = run_folder(cfg) / "checkpoint.npz"
-    if not path.is_file():
-        return cfg
-    try:
-        with np.load(path, allow_pickle=False) as archive:   # only the metadata is read
-            saved = json.loads(str(archive["meta_json"])).get("config", {})
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: cannot read its settings ({err}); it may be truncated") from None
+    from miniclip.run import RESUME_FREE, run_folder, saved_settings
+    from miniclip.train import TrainConfig
+    saved = saved_settings(run_folder(cfg))
     length = {"steps", "epochs", "time_budget"}
     keep = set(explicit) | RESUME_FREE | (length if length & set(explicit) else set())
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -155,12 +168,11 @@ def _resume_config(cfg, explicit):
 
 
 def _explicit_train_flags(argv):
-    """The TrainConfig fields that `train` flags on this command line set (abbreviations too)."""
-    parser = _parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for action in sub.choices["train"]._actions:
+    """The settings that flags on this `train` command line set (a parse without defaults)."""
+    parser, commands = _parser()
+    for action in commands["train"]._actions:
         action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv)))
+    return set(vars(parser.parse_known_args(argv)[0]))
 
 
 def _print_summary(summary):
@@ -179,7 +191,7 @@ def _print_summary(summary):
     else:
         print(f"{summary['headline']}: {100 * summary[summary['headline']]:.2f} % "
               "(no zero-shot task for this dataset)")
-    print(f"run folder: {summary['checkpoint'].rsplit('/', 1)[0]}")
+    print(f"run folder: {os.path.dirname(summary['checkpoint'])}")
 
 
 def _eval(args):
@@ -311,21 +323,29 @@ def _debug_requested(argv):
 def main(argv=None):
     """Run a command; an expected failure prints one line `error: ...` and returns 2.
 
-    --debug (anywhere on the command line) or MINICLIP_DEBUG=1 shows the traceback
-    instead. An unexpected exception type (a bug) always shows its traceback.
+    A ValueError (a bad setting or file: its message says what to change) is that one
+    line alone; other expected failures (files, memory, the environment) add how to see
+    the traceback: --debug (anywhere on the command line) or MINICLIP_DEBUG=1, which show
+    it instead. An unexpected exception type (a bug) always shows its traceback.
+    A flag the command does not know is an error with that command's usage.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
-    args = _parser().parse_args([a for a in argv if a != "--debug"])
+    argv = [a for a in argv if a != "--debug"]
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     command = {"train": _train, "eval": _eval, "zeroshot": _zeroshot, "bench": _bench,
                "tokenize": _tokenize}[args.command]
     if args.command == "train":
-        args.explicit = _explicit_train_flags([a for a in argv if a != "--debug"])
+        args.explicit = _explicit_train_flags(argv)
     try:
         return command(args)
     except _expected_errors() as err:
         if debug:
             raise
         print(f"error: {error_message(err)}", file=sys.stderr)
-        print("(run again with --debug or MINICLIP_DEBUG=1 for the traceback)", file=sys.stderr)
+        if not isinstance(err, ValueError):
+            print("(run again with --debug or MINICLIP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2

@@ -1,4 +1,6 @@
-"""A run folder that survives crashes, kills and a second run: lock, log repair, stop signals.
+"""A run folder's guards against crashes, kills and a second run: lock, log repair, stop signals.
+
+The Run (miniclip/run.py) uses them:
 
     with RunLock(run_dir):                      # refuses a folder a live run holds
         history = repair_metrics(run_dir / "metrics.jsonl", step)   # on --resume

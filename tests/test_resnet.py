@@ -228,7 +228,8 @@ def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
         task = real_make_task(*args, **kwargs)
         return dataclasses.replace(task, evaluate=lambda m, t, limit=None: task.evaluate(m, t, 64))
     monkeypatch.setattr(train_module, "make_task", quick_task)
-    monkeypatch.setattr(train_module, "_plots", lambda *args: None)
+    from miniclip.run import Run
+    monkeypatch.setattr(Run, "_plots", lambda *args: None)
     summary = train_module.train(_run_config(tmp_path / "a"), progress=False)
     assert summary["steps"] == 6 and 0 <= summary["zero_shot_accuracy"] <= 1
     undo = ctrl_c_during_step(monkeypatch, 3)
@@ -247,7 +248,7 @@ def test_resnet_trains_on_shapes_and_resumes_exactly(tmp_path, monkeypatch):
 def test_evaluation_during_training_leaves_batch_norm_alone(tmp_path):
     """The periodic evaluation runs in eval mode: it neither moves the running statistics
     nor counts batches, and training continues in train mode."""
-    from miniclip.train import evaluating
+    from miniclip.run import evaluating
     model = CLIP("micro-rn").train()
     before = model.state_dict()
     ids = np.zeros((4, 16), dtype=np.int64)

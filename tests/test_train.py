@@ -99,8 +99,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_advice(tmp_path, monkeypatch):
-    from miniclip.distributed import data_parallel            # where the loop's step calls it
-    monkeypatch.setattr(data_parallel, "clip_loss",
+    monkeypatch.setattr(train_module, "clip_loss",           # the loop's own step calls it
                         lambda *args: Tensor(np.array(np.nan, np.float32), requires_grad=True))
     with pytest.raises(TrainingDiverged, match=r"step 1\b.*detect_anomaly"):
         train(small_config(tmp_path), progress=False)
@@ -154,3 +153,20 @@ def test_cli_reports_refusals(tmp_path, capsys):
     code = main(["train", "--batch-size", "1", "--out", str(tmp_path), "--no-progress"])
     assert code == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_the_loop_fits_one_screen_and_shows_the_step():
+    """train() is the loop (issue 23): one function of about a screen, with one process's step
+    written out in its own body; the data-parallel step replaces it through one call."""
+    import inspect
+    source = inspect.getsource(train)
+    assert len(source.splitlines()) <= 100
+    written_out = ["logits_per_image, logits_per_text = model(images, ids)",
+                   "loss = clip_loss(logits_per_image, logits_per_text, positives)",
+                   "loss.backward()", "clip_grad_norm(model.parameters(), cfg.grad_clip)",
+                   "optimizer.step()", "clamp_logit_scale(model)", "optimizer.zero_grad()",
+                   "cosine_schedule("]
+    positions = [source.index(line) for line in written_out[:6]]
+    assert positions == sorted(positions)
+    assert all(line in source for line in written_out)
+    assert source.count("dp_step(") == 1 and "nonlocal" not in source and "def " not in source[4:]

@@ -138,6 +138,6 @@ def test_cli_resume_takes_the_checkpoints_settings(tmp_path, capsys):
     # plain --resume: steps 2, batch 16, lr 1e-3 come from the checkpoint (no refusal)
     assert main(common + ["--resume"]) == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 2
-    # an explicit other value (abbreviated flag too) is refused, naming it
-    assert main(common + ["--resume", "--batch", "32"]) == 2
+    # an explicit other value is refused, naming it (abbreviated flags are errors: test_cli_errors)
+    assert main(common + ["--resume", "--batch-size", "32"]) == 2
     assert "batch_size 16 -> 32" in capsys.readouterr().err

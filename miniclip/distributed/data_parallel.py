@@ -1,16 +1,19 @@
 """Data-parallel training with the gathered loss, and gradient caching.
 
-The training loop calls one `ContrastiveStep` per optimiser step:
+On several processes, or with gradient caching (--accum-freq K > 1), the training
+loop (miniclip/train.py) replaces its written-out model / clip_loss / backward by one
+`ContrastiveStep` call per optimiser step:
 
     optimizer.zero_grad()
-    result = step(images, ids, groups)     # forward + backward over the whole global batch
+    result = dp_step(images, ids, groups)  # forward + backward over the whole global batch
     clip_grad_norm(...); optimizer.step()  # as in one process: every rank holds ∂L/∂θ
 
 Global batch of B pairs, W ranks, K chunks per rank (--accum-freq K):
 rank r takes rows r·B/W .. (r+1)·B/W of the batch a single process would use
 (`batch_rows`), and encodes them K chunks of b = B/(W·K) rows at a time.
 
-One process, K = 1: model(images, ids), clip_loss, backward: the plain loop.
+One process, K = 1: model(images, ids), clip_loss, backward: the loop's own step
+(ContrastiveStep does the same, for lessons and tests that call it directly).
 K = 1: encode the B/W rows with the graph, gathered loss, backward.
 K > 1 (gradient caching, Gao et al. 2021, "Scaling Deep Contrastive Learning
 Batch Size under Memory Limited Setup"):

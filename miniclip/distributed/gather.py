@@ -51,7 +51,8 @@ def gathered_clip_loss(image_features, text_features, logit_scale, comm, positiv
     image_features, text_features: (b, E) normalised Tensors, this rank's rows.
     logit_scale: the model's log-temperature Parameter (s = e^logit_scale).
     positives: None, or (b, N) soft targets: this rank's rows of the global (N, N) matrix.
-    Returns (loss L_r, logits_per_image (b, N) as an array, offset r·b).
+    Returns (loss L_r, logits_per_image (b, N) and logits_per_text (b, N) as arrays,
+    offset r·b): four values.
     """
     image_all = all_gather(image_features, comm)                      # (N, E)
     text_all = all_gather(text_features, comm)                        # (N, E)
