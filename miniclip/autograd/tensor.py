@@ -57,9 +57,6 @@ class Tensor:
         self.grad_fn = grad_fn    # the Function node that made this tensor (None: a leaf)
         self.name = name
         self._hooks = []
-        # where backward writes this leaf's gradient, if somewhere is set aside: the
-        # optimiser points it at a view of one flat gradient array (optim.py)
-        self._grad_buffer = None
 
     # ---- what it is -------------------------------------------------------
     @property
@@ -161,7 +158,8 @@ class Tensor:
                 new_g = hook(g)
                 g = g if new_g is None else new_g
             if tensor.grad_fn is None:             # a leaf: accumulate into .grad
-                tensor.grad = _leaf_grad(tensor, g, xp)
+                # a copy the leaf owns (backward may hand one array to several inputs)
+                tensor.grad = xp.array(g) if tensor.grad is None else tensor.grad + g
                 continue
             ctx = tensor.grad_fn
             if ctx.freed:
@@ -312,32 +310,10 @@ def unbroadcast(grad, shape):
     extra = grad.ndim - len(shape)
     if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    stretched = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
-
-
-def _leaf_grad(tensor, g, xp):
-    """The leaf's .grad after adding g (dL/d leaf from one more path).
-
-    The first gradient is copied so the leaf owns it (backward may hand one
-    array to several inputs, a + b, or a read-only view, sum): into the leaf's
-    gradient buffer when it has one of the same dtype and device (no fresh
-    allocation each step), else into a new array. Later ones are added in place
-    to what the leaf owns.
-    """
-    buffer = tensor._grad_buffer
-    if tensor.grad is None:
-        if (buffer is not None and buffer.dtype == g.dtype and buffer.shape == g.shape
-                and backend.get_array_module(buffer) is xp):
-            buffer[...] = g
-            return buffer
-        return xp.array(g)
-    if tensor.grad is buffer:
-        buffer += g
-        return buffer
-    return tensor.grad + g
 
 
 def _reverse_topological_order(root):
