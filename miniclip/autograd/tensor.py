@@ -127,7 +127,10 @@ class Tensor:
 
     # ---- the backward pass ----------------------------------------------------
     def register_hook(self, fn):
-        """fn(grad) -> new grad or None, called when this tensor's gradient is known."""
+        """fn(grad) -> new grad or None, called when this tensor's gradient is known.
+
+        A new grad must be an array of grad's shape and dtype (else backward raises,
+        naming the hook)."""
         self._hooks.append(fn)
         return fn
 
@@ -155,8 +158,7 @@ class Tensor:
             if g is None:                          # no gradient flowed here
                 continue
             for hook in tensor._hooks:
-                new_g = hook(g)
-                g = g if new_g is None else new_g
+                g = _run_hook(hook, tensor, g)
             if tensor.grad_fn is None:             # a leaf: accumulate into .grad
                 # a copy the leaf owns (backward may hand one array to several inputs)
                 tensor.grad = xp.array(g) if tensor.grad is None else tensor.grad + g
@@ -170,7 +172,7 @@ class Tensor:
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if anomaly.enabled():
-                anomaly.check_backward(type(ctx).__name__, input_grads)
+                anomaly.check_backward(type(ctx).__name__, input_grads, ctx.inputs)
             for parent, pg in zip(ctx.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
@@ -314,6 +316,24 @@ def unbroadcast(grad, shape):
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
+
+
+def _run_hook(hook, tensor, grad):
+    """hook(grad), checked: None keeps grad; an array must have grad's shape, dtype and device."""
+    new_grad = hook(grad)
+    if new_grad is None:
+        return grad
+    xp = backend.get_array_module(grad)
+    same = (backend.get_array_module(new_grad) is xp and hasattr(new_grad, "shape")
+            and new_grad.shape == grad.shape and new_grad.dtype == grad.dtype)
+    if not same:
+        got = (f"{type(new_grad).__name__} of shape {getattr(new_grad, 'shape', '?')}, "
+               f"dtype {getattr(new_grad, 'dtype', '?')}")
+        who = f"tensor {tensor.name!r}" if tensor.name else f"a tensor of shape {tensor.shape}"
+        raise ValueError(f"hook {getattr(hook, '__qualname__', hook)!r} on {who} returned a {got}; "
+                         f"it must return None or a {xp.__name__} array of shape {grad.shape}, "
+                         f"dtype {grad.dtype} (the gradient it was given)")
+    return new_grad
 
 
 def _reverse_topological_order(root):
