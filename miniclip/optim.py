@@ -127,7 +127,10 @@ class AdamW(Optimizer):
                                   "weight_decay": weight_decay})
 
     def step(self):
-        """Update every parameter that has a gradient (the fast tier: the same on flat buffers)."""
+        """Update every parameter that has a gradient, one at a time (update_one).
+
+        With the fast tier on, miniclip/fast/adamw.py does the same arithmetic on flat
+        buffers instead (it returns False, leaving it to the loop, when it cannot)."""
         self.steps += 1
         fast_step = switch.fast_version("AdamW.step")
         if fast_step is not None and fast_step(self):

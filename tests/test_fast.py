@@ -361,3 +361,13 @@ def test_the_plain_tier_imports_nothing_from_the_fast_tier():
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(name.startswith("miniclip.fast") for name in names), path
+
+
+def test_a_debugger_registered_with_sys_monitoring_gets_the_plain_ops(monkeypatch, capsys):
+    """Python 3.12+ debuggers may use sys.monitoring instead of a trace function."""
+    switch.use_plain(False)
+    monkeypatch.setattr(switch, "_told", False)
+    monkeypatch.setattr(switch, "debugger_attached", lambda: True)
+    assert switch.op(nn_ops.QuickGELU) is nn_ops.QuickGELU
+    assert switch.fast_version("AdamW.step") is None
+    assert capsys.readouterr().err.count("debugger attached") == 1

@@ -4,16 +4,16 @@ An op is a subclass with two static methods, side by side:
 
     class Mul(Function):
         @staticmethod
-        def forward(ctx, a, b):          # arrays in, array out
-            ctx.save_for_backward(a, b)
-            return a * b
+        def forward(ctx, x, y):          # arrays in, array out
+            ctx.save_for_backward(x, y)
+            return x * y
 
         @staticmethod
         def backward(ctx, grad):         # dL/d(out) in, dL/d(inputs) out
-            a, b = ctx.saved
-            return grad * b, grad * a
+            x, y = ctx.saved
+            return grad * y, grad * x
 
-`Mul.apply(x, y)` unwraps the Tensors, runs `forward` on their arrays and
+`Mul.apply(a, b)` unwraps the Tensors, runs `forward` on their arrays and
 wraps the result in a Tensor whose `grad_fn` is `ctx`: the object that
 remembers the inputs and whatever `forward` saved. During `loss.backward()`
 the engine (tensor.py) calls `backward(ctx, grad)` on each such node.

@@ -13,7 +13,8 @@ to run:
     op(nn_ops.LayerNorm)       fast.nn_ops.LayerNorm when the fast tier is on, else the plain one
 
 The fast tier is on unless
-  - a debugger is attached (a trace function is set: pdb, VS Code, PyCharm),
+  - a debugger is attached (a trace function is set: pdb, VS Code, PyCharm;
+    or, on Python 3.12+, a debugger registered with sys.monitoring),
     so that `s` lands in the plain op's math and a breakpoint in a backward
     stops for every row (a one-line notice says so, once); or
   - you ask for the plain tier: MINICLIP_PLAIN=1 in the environment, or
@@ -65,19 +66,30 @@ def plain_ops():
         use_plain(previous)
 
 
+def debugger_attached():
+    """True when a debugger traces this thread: a trace function is set (pdb, VS Code,
+    coverage tools too), or, on Python 3.12+, a debugger registered with sys.monitoring."""
+    if sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and monitoring.get_tool(monitoring.DEBUGGER_ID) is not None
+
+
 def fast_enabled():
     """True when the fast tier runs: not asked for plain, no debugger attached."""
-    if sys.gettrace() is None:
-        return not _plain_asked
-    _say_once()
-    return False
+    if _plain_asked:
+        return False
+    if debugger_attached():
+        _say_once()
+        return False
+    return True
 
 
 def op(plain):
     """The class to run for op class `plain`: its fast version when the fast tier is on.
 
     (fast_enabled() written out, so that `s` in a debugger passes through few lines.)"""
-    if sys.gettrace() is None and not _plain_asked:
+    if sys.gettrace() is None and not _plain_asked and not debugger_attached():
         return _fast.get(plain.__name__, plain)
     if not _told:
         _say_once()
@@ -92,6 +104,6 @@ def fast_version(name):
 def _say_once():
     """Print NOTICE once, when a debugger (not the user's choice) selects the plain tier."""
     global _told
-    if not _told and not _plain_asked and sys.gettrace() is not None:
+    if not _told and not _plain_asked and debugger_attached():
         _told = True
         print(NOTICE, file=sys.stderr)
