@@ -6,7 +6,8 @@
     logits_per_image, logits_per_text = model(image, text)
 """
 from miniclip.autograd import Tensor, no_grad
-from miniclip.autograd.parallel import configure_blas
+from miniclip.autograd.switch import plain_ops, use_plain
+from miniclip import fast       # registers the fast ops with the switch (nothing runs yet)
 from miniclip import functional
 from miniclip.config import CLIPConfig
 from miniclip.model import CLIP
@@ -16,7 +17,5 @@ from miniclip.pretrained import available_models, load
 
 __version__ = "0.1.0"
 
-configure_blas()     # BLAS threads that do not oversubscribe a busy machine (autograd/parallel.py)
-
 __all__ = ["Tensor", "no_grad", "functional", "CLIP", "CLIPConfig", "clip_loss", "tokenize",
-           "load", "available_models"]
+           "load", "available_models", "use_plain", "plain_ops"]

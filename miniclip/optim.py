@@ -16,21 +16,16 @@ An optimiser takes a list of Parameters, or a list of groups like PyTorch's
 defaults. `step()` updates the parameter arrays in place with plain array
 math (no Tensors, so no graph): one vectorised update per parameter.
 
-AdamW packs the parameters into one flat array (flat_params.py: each
-Parameter's `.data` becomes a view of it, and backward writes the gradients
-into a second one), so its step is the same update done on a few big arrays,
-in cache-sized blocks on every core; the result is bit-for-bit the
-per-parameter update, which still runs whenever the flat views are not intact
-(a parameter without a gradient, a model moved with `.to()` after the
-optimiser was made). `AdamW(..., flat=False)` keeps the parameters as they are.
+With the fast tier on (autograd/switch.py), AdamW's step runs the same
+arithmetic on flat buffers, in blocks on every core (miniclip/fast/adamw.py):
+bit-for-bit the per-parameter update below.
 """
 import math
 
 import numpy as np
 
 from miniclip import backend
-from miniclip.autograd.parallel import for_row_blocks
-from miniclip.flat_params import FlatParameters
+from miniclip.autograd import switch
 
 
 class Optimizer:
@@ -44,7 +39,7 @@ class Optimizer:
         self.param_groups = [{**defaults, **group, "params": list(group["params"])} for group in groups]
         self.steps = 0                 # how many times step() has run
         self.state = {}                # "<kind>/<i>" -> array, i = position in all_params()
-        self.flat = None               # FlatParameters, for optimisers that use them
+        self.flat = None               # the fast tier's flat buffers (miniclip/fast/adamw.py)
 
     def all_params(self):
         """Every parameter, group after group (the index i of the state names)."""
@@ -127,88 +122,36 @@ class AdamW(Optimizer):
         p ← p − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + eps)
     """
 
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, flat=True):
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay})
-        if flat and FlatParameters.possible(self.all_params()):
-            self.flat = FlatParameters(self.all_params())
-        self._moments = None           # flat exp_avg, exp_avg_sq (their views are in self.state)
 
     def step(self):
+        """Update every parameter that has a gradient, one at a time (update_one).
+
+        With the fast tier on, miniclip/fast/adamw.py does the same arithmetic on flat
+        buffers instead (it returns False, leaving it to the loop, when it cannot)."""
         self.steps += 1
-        if self.flat is not None and self.flat.intact():
-            self._flat_step()
-        else:
-            self._step_each()
-
-    def _flat_moments(self):
-        """The flat m and v; self.state's "exp_avg/i" entries become views of them
-        (state restored by load_state_dict, or made by _step_each, is copied in first)."""
-        flat = self.flat
-        if self._moments is None:
-            xp = backend.get_array_module(flat.data)
-            self._moments = {kind: (xp.zeros_like(flat.data), []) for kind in ("exp_avg", "exp_avg_sq")}
-            for array, views in self._moments.values():
-                views.extend(flat.view(array, i) for i in range(len(flat.params)))
-        for kind, (array, views) in self._moments.items():
-            for i, view in enumerate(views):
-                key = f"{kind}/{i}"
-                current = self.state.get(key)
-                if current is not view:
-                    view[...] = 0 if current is None else current
-                    self.state[key] = view
-        return self._moments["exp_avg"][0], self._moments["exp_avg_sq"][0]
-
-    def _flat_step(self):
-        """The update below on each group's span of the flat arrays, block by block."""
-        flat, t = self.flat, self.steps
-        xp = backend.get_array_module(flat.data)
-        m_all, v_all = self._flat_moments()
-        first = 0
-        for group in self.param_groups:
-            stop = first + len(group["params"])
-            span = flat.span(first, stop)
-            first = stop
-            p, g, m, v = flat.data[span], flat.grad[span], m_all[span], v_all[span]
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            bias2, step_size = math.sqrt(1 - beta2 ** t), lr / (1 - beta1 ** t)
-
-            def block(r, p=p, g=g, m=m, v=v, lr=lr, eps=eps, wd=wd, beta1=beta1, beta2=beta2,
-                      bias2=bias2, step_size=step_size):
-                pr, gr, mr, vr = p[r], g[r], m[r], v[r]
-                if wd:
-                    pr *= 1 - lr * wd
-                mr *= beta1
-                mr += (1 - beta1) * gr
-                vr *= beta2
-                vr += (1 - beta2) * (gr * gr)
-                denom = xp.sqrt(vr)
-                denom /= bias2
-                denom += eps
-                pr -= step_size * mr / denom
-            for_row_blocks(len(p), block, p.size, on_gpu=xp is not np)
-
-    def _step_each(self):
-        """One parameter at a time (the reference the flat step equals bit for bit)."""
-        t = self.steps
+        fast_step = switch.fast_version("AdamW.step")
+        if fast_step is not None and fast_step(self):
+            return
         for group, i, param in self._groups_with_index():
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            xp = backend.get_array_module(param.data)
-            grad = param.grad
-            m = self._buffer("exp_avg", i, param)
-            v = self._buffer("exp_avg_sq", i, param)
-            if wd:
-                param.data *= 1 - lr * wd                            # decay, apart from the gradient
-            m *= beta1
-            m += (1 - beta1) * grad                                  # running mean of g
-            v *= beta2
-            v += (1 - beta2) * (grad * grad)                         # running mean of g²
-            denom = xp.sqrt(v)
-            denom /= math.sqrt(1 - beta2 ** t)                       # bias-corrected √v
-            denom += eps
-            param.data -= (lr / (1 - beta1 ** t)) * m / denom        # bias-corrected m / √v
+            self.update_one(group, i, param)
+
+    def update_one(self, group, i, param):
+        """The AdamW update of parameter i (in `group`); its m and v are self.state's arrays."""
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        xp = backend.get_array_module(param.data)
+        t, grad = self.steps, param.grad
+        m = self._buffer("exp_avg", i, param)
+        v = self._buffer("exp_avg_sq", i, param)
+        if wd:
+            param.data *= 1 - lr * wd                               # decay, apart from the gradient
+        m[...] = beta1 * m + (1 - beta1) * grad                     # running mean of g
+        v[...] = beta2 * v + (1 - beta2) * (grad * grad)            # running mean of g²
+        denom = xp.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps        # bias-corrected √v, + eps
+        param.data -= (lr / (1 - beta1 ** t)) * m / denom           # bias-corrected m / denom
 
 
 def excluded_from_weight_decay(name, param):
@@ -246,10 +189,8 @@ def cosine_schedule(step, total_steps, warmup_steps, base_lr, min_lr=0.0):
 def clip_grad_norm(params, max_norm):
     """Scale all gradients together so their global L2 norm is at most max_norm.
 
-    Returns the norm before clipping. A gradient that backward wrote into the
-    parameter's own buffer (AdamW's flat gradients) is scaled in place, so the
-    flat buffer stays in use; any other gradient array (one you set yourself,
-    perhaps shared) is replaced by a scaled copy and never changed.
+    Returns the norm before clipping. Each gradient is replaced by a scaled copy
+    (a gradient array you set yourself, perhaps shared, is never changed).
     """
     params = [param for param in params if param.grad is not None]
     # Σ over parameters stays on the device: one read of the total, not one per parameter
@@ -257,10 +198,7 @@ def clip_grad_norm(params, max_norm):
     scale = max_norm / (total + 1e-6)                # PyTorch's clip_grad_norm_ formula
     if scale < 1:
         for param in params:
-            if param.grad is param._grad_buffer:
-                param.grad *= scale
-            else:
-                param.grad = param.grad * scale
+            param.grad = param.grad * scale
     return total
 
 

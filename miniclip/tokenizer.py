@@ -241,7 +241,7 @@ class Tokenizer:
             if piece_ids is not None:
                 cache.move_to_end(piece)
             else:  # a new piece: merge it once, then remember it
-                piece_ids = special.get(piece) or self._bpe(piece)
+                piece_ids = special.get(piece) or self.bpe(piece)
                 cache[piece] = piece_ids
                 if len(cache) > size:
                     cache.popitem(last=False)
@@ -251,43 +251,69 @@ class Tokenizer:
     # How many distinct pieces encode() remembers (~100 bytes each: ~6 MB at most).
     CACHE_SIZE = 65536
 
-    def _bpe(self, piece):
-        """Step 4 for one piece: its ids after all the merges that apply.
+    def bpe(self, piece):
+        """Step 4 for one piece: its ids after all the merges that apply. 'cat' -> [2368]
 
-        Same result as OpenAI's loop (take the lowest-ranked pair present,
-        merge all its occurrences left to right, repeat), in O(n log n) for
-        n bytes instead of O(n²): the symbols form a linked list (nxt/prv),
-        and a heap holds (rank, position) of candidate pairs. All entries of
-        the lowest rank are taken in position order (one left-to-right sweep);
-        the pairs a merge creates wait until that sweep ends, as in OpenAI's
-        loop. An entry whose pair has changed since it was pushed is skipped.
+        OpenAI's `bpe` loop, on ids: among the adjacent pairs of symbols, take
+        the one with the lowest rank (the earliest in the merge list), merge
+        every occurrence of it left to right, and repeat until no pair is in the
+        merge list. A piece longer than SHORT_PIECE bytes (no ordinary word is)
+        goes to `bpe_long`, the same result in O(n log n) instead of O(n²).
         """
         data = piece.encode("utf-8")
+        if len(data) > SHORT_PIECE:
+            return self.bpe_long(data)
+        word = [self._byte_ids[b] for b in data[:-1]] + [self._byte_end_ids[data[-1]]]
+        while len(word) > 1:
+            ranks = [self._rank.get(pair, self._no_merge) for pair in zip(word, word[1:])]
+            best = min(ranks)                                # the lowest-ranked pair present
+            if best == self._no_merge:
+                break                                        # no pair is in the merge list
+            at = ranks.index(best)
+            first, second, merged = word[at], word[at + 1], self._merged[best]
+            new_word, i = [], 0
+            while i < len(word):                             # merge every occurrence, left to right
+                if i + 1 < len(word) and word[i] == first and word[i + 1] == second:
+                    new_word.append(merged)
+                    i += 2
+                else:
+                    new_word.append(word[i])
+                    i += 1
+            word = new_word
+        return word
+
+    def bpe_long(self, data):
+        """`bpe` for a long piece (its UTF-8 bytes `data`): the same merges in O(n log n).
+
+        The symbols form a linked list (nxt/prv), and a heap holds (rank,
+        position) of candidate pairs. All entries of the lowest rank are taken
+        in position order (one left-to-right sweep); the pairs a merge creates
+        wait until that sweep ends, as in `bpe`. An entry whose pair has changed
+        since it was pushed is skipped.
+        """
         ids = [self._byte_ids[b] for b in data]
         ids[-1] = self._byte_end_ids[data[-1]]
-        n = len(ids)
-        if n <= SHORT_PIECE:
-            return self._bpe_short(ids)
+        size = len(ids)
         rank_of, merged = self._rank.get, self._merged
-        nxt = list(range(1, n + 1))
+        nxt = list(range(1, size + 1))
         nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = [(r, i) for i, r in enumerate(map(rank_of, zip(ids, ids[1:]))) if r is not None]
+        prv = list(range(-1, size - 1))
+        heap = [(rank, i) for i, rank in enumerate(map(rank_of, zip(ids, ids[1:]))) if rank is not None]
         heapq.heapify(heap)
         while heap:
             rank = heap[0][0]
             created = []
             while heap and heap[0][0] == rank:  # one sweep: every occurrence, left to right
                 i = heapq.heappop(heap)[1]
-                j = nxt[i]
-                if ids[i] < 0 or j < 0 or rank_of((ids[i], ids[j])) != rank:
+                right = nxt[i]
+                if ids[i] < 0 or right < 0 or rank_of((ids[i], ids[right])) != rank:
                     continue  # stale: merged away, or its pair has changed
-                ids[i], ids[j] = merged[rank], -1  # node i becomes the merged token, j is gone
-                k = nxt[j]
-                nxt[i] = k
-                if k >= 0:
-                    prv[k] = i
-                    created.append((rank_of((ids[i], ids[k])), i))
+                ids[i], ids[right] = merged[rank], -1  # node i becomes the merged token, right is gone
+                after = nxt[right]
+                nxt[i] = after
+                if after >= 0:
+                    prv[after] = i
+                    created.append((rank_of((ids[i], ids[after])), i))
                 if prv[i] >= 0:
                     created.append((rank_of((ids[prv[i]], ids[i])), prv[i]))
             for entry in created:
@@ -298,36 +324,6 @@ class Tokenizer:
             out.append(ids[i])
             i = nxt[i]
         return out
-
-    def _bpe_short(self, word):
-        """The plain loop for a short piece (faster below SHORT_PIECE bytes, same result):
-        recompute the best rank, merge its occurrences left to right, repeat."""
-        rank_of = self._rank.get
-        no_merge = self._no_merge
-        # ranks[i]: rank of the pair (word[i], word[i+1]), or no_merge.
-        ranks = [rank_of(pair, no_merge) for pair in zip(word, word[1:])]
-        while ranks:
-            best = min(ranks)
-            if best == no_merge:
-                break
-            merged = self._merged[best]
-            # Merge every occurrence, left to right, before choosing the next pair
-            # (as OpenAI does). A merge changes only the two neighbouring pairs,
-            # and neither can be `best` again (they hold the new token), so the
-            # next occurrence is simply the leftmost `best` still in `ranks`.
-            i = ranks.index(best)
-            while True:
-                word[i] = merged
-                del word[i + 1]
-                del ranks[i]
-                if i > 0:
-                    ranks[i - 1] = rank_of((word[i - 1], merged), no_merge)
-                if i < len(ranks):
-                    ranks[i] = rank_of((merged, word[i + 1]), no_merge)
-                if best not in ranks:
-                    break
-                i = ranks.index(best)
-        return word
 
     def decode(self, ids):
         """ids -> str, as OpenAI's: each `</w>` becomes a space. [320, 1125] -> 'a photo '"""
@@ -341,8 +337,8 @@ class Tokenizer:
         return text.replace(END_OF_WORD, " ")
 
 
-# Pieces up to this many bytes use the plain loop (quadratic, but fastest for words);
-# longer ones the heap (O(n log n)): an 80,000-letter word takes ~1.5 s, not 12-20 s.
+# Pieces up to this many bytes use OpenAI's loop (`bpe`: quadratic, fine for words);
+# longer ones `bpe_long` (O(n log n)): an 80,000-letter word takes ~1.5 s, not 12-20 s.
 SHORT_PIECE = 48
 
 

@@ -1,6 +1,6 @@
 """Pictures that teach: the similarity matrix, training curves, attention maps.
 
-Needs matplotlib (`pip install -e .[lessons]`). Each function draws into a
+matplotlib is one of miniclip's dependencies (setup.cfg). Each function draws into a
 new figure and returns it; with `path` it also saves a PNG (modest DPI).
 """
 import matplotlib.pyplot as plt

@@ -6,6 +6,7 @@ import miniclip
 import miniclip.functional as F
 from miniclip import Tensor, no_grad
 from miniclip.autograd import GradcheckError, detect_anomaly, format_graph, gradcheck, ops
+from miniclip.model import CLIP
 
 
 def test_long_chain_needs_no_recursion():
@@ -130,3 +131,34 @@ def test_a_broken_backward_is_caught_by_gradcheck(monkeypatch):
 def test_gradcheck_refuses_float32():
     with pytest.raises(TypeError, match="float64"):
         gradcheck(lambda t: t * 2.0, Tensor(np.ones(2, np.float32), requires_grad=True))
+
+
+def test_a_hook_returning_the_wrong_shape_or_dtype_is_named():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True, name="x")
+
+    def halve_the_rows(g):
+        return g[:1]
+    h = x * 3.0
+    h.register_hook(halve_the_rows)
+    with pytest.raises(ValueError, match="hook 'test_a_hook_returning.*halve_the_rows' on a tensor "
+                                         r"of shape \(2,\) returned a ndarray of shape \(1,\)"):
+        h.sum().backward()
+    x.register_hook(lambda g: g.astype(np.float32))
+    with pytest.raises(ValueError, match=r"on tensor 'x' returned .*dtype float32.*dtype float64"):
+        (x * 3.0).sum().backward()
+
+
+def test_parameters_carry_their_names_into_graphs_and_anomalies():
+    model = CLIP("micro")
+    names = [name for name, _ in model.named_parameters()]
+    assert [param.name for param in model.parameters()] == names
+    assert model.visual.transformer.resblocks[0].ln_1.weight.name == "visual.transformer.resblocks.0.ln_1.weight"
+    features = model.encode_text(np.array([[5, 6, 7, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]))
+    assert "Parameter(name='ln_final.weight'" in repr(model.ln_final.weight)
+    assert "text_projection leaf" in format_graph(features, max_lines=1000)
+    with detect_anomaly():
+        with pytest.raises(FloatingPointError, match=r"its input 2 \(ln.bias\) already held NaN"):
+            F.layer_norm(Tensor(np.ones((2, 4))), np.ones(4), Tensor(np.full(4, np.nan), name="ln.bias"))
+        w = Tensor(np.array([0.0, 4.0]), requires_grad=True, name="visual.proj")
+        with pytest.raises(FloatingPointError, match=r"backward of Sqrt .* input 0 \(visual.proj\)"):
+            w.sqrt().sum().backward()

@@ -1,13 +1,23 @@
-"""The ResNet tower's ops (conv2d, batch_norm, avg_pool2d): float64 gradcheck, and equal to
-plain-loop references written straight from the definitions."""
+"""The ResNet tower's ops (conv2d, batch_norm, avg_pool2d): float64 gradcheck, equal to
+plain-loop references written straight from the definitions, and to their *_composed twins;
+on both tiers (the plain ops and the fast ones, autograd/switch.py)."""
 import numpy as np
 import pytest
 
 import miniclip.functional as F
 from miniclip import Tensor
-from miniclip.autograd import gradcheck
+from miniclip.autograd import gradcheck, switch
+from miniclip.autograd.conv_ops import avg_pool2d_composed, batch_norm_composed, conv2d_composed
 
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(params=["plain", "fast"])
+def tier(request):
+    """Run the test with the plain ops, then with the fast ones."""
+    switch.use_plain(request.param == "plain")
+    yield request.param
+    switch.use_plain(None)
 
 
 def t64(*shape):
@@ -65,11 +75,12 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, padding, bias)
     (1, 4, 5, 5, 3, 1, 1, 0, False),        # 1×1, as in the Bottleneck
     (2, 2, 6, 5, 3, 2, 2, 0, True),         # patchify-like
     (1, 2, 4, 4, 2, 3, 1, 2, False),        # padding wider than half the kernel
+    (2, 3, 8, 9, 4, 1, 1, 0, True),         # 1×1 on a grid of ≥ 64: the fast tier's batched matmul
 ]
 
 
 @pytest.mark.parametrize("N,C,H,W,O,k,stride,padding,bias", CONV_CASES)
-def test_conv2d_equals_loops_and_gradchecks(N, C, H, W, O, k, stride, padding, bias):
+def test_conv2d_equals_loops_and_gradchecks(tier, N, C, H, W, O, k, stride, padding, bias):
     x, w = t64(N, C, H, W), t64(O, C, k, k)
     b = t64(O) if bias else None
     out = F.conv2d(x, w, b, stride=stride, padding=padding)
@@ -92,6 +103,42 @@ def test_conv2d_clear_errors():
         F.conv2d(np.zeros((1, 3, 4, 4)), np.zeros((2, 4, 3, 3)))
     with pytest.raises(ValueError, match="does not fit"):
         F.conv2d(np.zeros((1, 3, 2, 2)), np.zeros((2, 3, 3, 3)))
+
+
+def assert_same_values_and_gradients(fused, composed, inputs):
+    """fused(*Tensors) and composed(*Tensors): equal outputs and input gradients (float64)."""
+    results = []
+    for fn in (fused, composed):
+        tensors = [Tensor(a.copy(), requires_grad=True) for a in inputs]
+        out = fn(*tensors)
+        out.backward(np.random.default_rng(1).standard_normal(out.shape))
+        results.append([out.data] + [t.grad for t in tensors])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("N,C,H,W,O,k,stride,padding,bias", CONV_CASES)
+def test_conv2d_equals_conv2d_composed(tier, N, C, H, W, O, k, stride, padding, bias):
+    inputs = [RNG.standard_normal((N, C, H, W)), RNG.standard_normal((O, C, k, k))]
+    inputs += [RNG.standard_normal(O)] if bias else []
+    assert_same_values_and_gradients(lambda *t: F.conv2d(*t, stride=stride, padding=padding),
+                                     lambda *t: conv2d_composed(*t, stride=stride, padding=padding),
+                                     inputs)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_equals_batch_norm_composed(tier, training):
+    running_mean, running_var = RNG.standard_normal(2), RNG.uniform(0.5, 1.5, 2)
+    inputs = [RNG.standard_normal((3, 2, 2, 3)), RNG.standard_normal(2), RNG.standard_normal(2)]
+    assert_same_values_and_gradients(
+        lambda *t: F.batch_norm(*t, running_mean.copy(), running_var.copy(), training=training),
+        lambda *t: batch_norm_composed(*t, running_mean, running_var, training=training), inputs)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 3, 4, 6), 2), ((1, 2, 5, 7), 2)])
+def test_avg_pool2d_equals_avg_pool2d_composed(tier, shape, k):
+    assert_same_values_and_gradients(lambda x: F.avg_pool2d(x, k), lambda x: avg_pool2d_composed(x, k),
+                                     [RNG.standard_normal(shape)])
 
 
 # ---- batch_norm --------------------------------------------------------------------------
@@ -123,7 +170,7 @@ def test_batch_norm_eval_uses_running_stats_and_leaves_them():
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_batch_norm_gradcheck(training):
+def test_batch_norm_gradcheck(tier, training):
     x, weight, bias = t64(3, 2, 2, 3), t64(2), t64(2)
     running_mean, running_var = RNG.standard_normal(2), RNG.uniform(0.5, 1.5, 2)
 
@@ -139,7 +186,7 @@ def test_batch_norm_train_needs_two_values():
 
 # ---- avg_pool2d --------------------------------------------------------------------------
 @pytest.mark.parametrize("shape,k", [((2, 3, 4, 6), 2), ((1, 2, 5, 7), 2), ((1, 2, 6, 6), 3)])
-def test_avg_pool2d_equals_loops_and_gradchecks(shape, k):
+def test_avg_pool2d_equals_loops_and_gradchecks(tier, shape, k):
     x = t64(*shape)
     out = F.avg_pool2d(x, k)
     np.testing.assert_allclose(out.data, avg_pool_loops(x.data, k), rtol=1e-13, atol=1e-14)

@@ -1,5 +1,6 @@
 """The package as pip installs it: a built wheel carries miniclip's vocabulary
 and trains from outside the source tree (no repo-root files needed)."""
+import configparser
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,11 @@ def test_wheel_ships_the_vocabulary_and_it_loads_from_site_packages(tmp_path):
     where, size = out.stdout.split()
     assert Path(where).is_relative_to(site)                      # the installed copy, not the repo
     assert int(size) > 600
+
+
+def test_plots_come_with_the_package():
+    """matplotlib (curves.png, similarity.png) is installed by `pip install miniclip`."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    requires = [line.split(">")[0].strip() for line in config["options"]["install_requires"].split("\n")]
+    assert "matplotlib" in requires

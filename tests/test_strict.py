@@ -11,7 +11,7 @@ import miniclip
 import miniclip.functional as F
 from miniclip import Tensor, backend, no_grad, strict
 from miniclip import train as train_module
-from miniclip.autograd import nn_ops
+from miniclip.autograd import nn_ops, switch
 from miniclip.checkpoint import model_from_checkpoint
 from miniclip.evaluate import encode_images, zero_shot_accuracy, zero_shot_classifier
 from miniclip.train import TrainConfig, train
@@ -89,7 +89,9 @@ def test_the_strict_device_by_name_and_by_environment(monkeypatch):
 
 def test_a_planted_implicit_conversion_is_caught(monkeypatch):
     """A LayerNorm that 'makes sure' its input is an array with np.asarray: harmless on
-    NumPy, a TypeError on CuPy — and on the strict device."""
+    NumPy, a TypeError on CuPy — and on the strict device. (The plain tier's LayerNorm:
+    the one planted in.)"""
+    monkeypatch.setattr(switch, "_plain_asked", True)
     model = miniclip.CLIP("micro")
     images = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     real_forward = nn_ops.LayerNorm.forward

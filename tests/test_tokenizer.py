@@ -172,6 +172,16 @@ def test_merge_loop_matches_openai_style_on_random_words(openai_tok):
         assert openai_tok.encode(word) == expected, word
 
 
+def test_bpe_long_equals_bpe_on_many_words(openai_tok):
+    """The fast path for long pieces gives OpenAI's loop's ids on ordinary words too."""
+    rng = np.random.default_rng(3)
+    letters = list("etaoinshrdlucmfwypvbgkqjxz'.0é")
+    words = ["photo", "a", "diagram", "caféteria", "aaaaaaaaaa", "mississippi"]
+    words += ["".join(rng.choice(letters, size=n)) for n in rng.integers(1, 49, size=2000)]
+    for word in words:
+        assert openai_tok.bpe_long(word.encode("utf-8")) == openai_tok.bpe(word), word
+
+
 def test_decode_rejects_ids_outside_the_vocabulary(openai_tok):
     with pytest.raises(ValueError, match="49408"):
         openai_tok.decode([320, 49408])
@@ -441,14 +451,14 @@ def test_long_word_equals_openai_style_and_scales_n_log_n(openai_tok):
     for size in (49, 60, 200, 700):  # the heap path (longer than tk.SHORT_PIECE)
         word = "".join(rng.choice(letters, size=size))
         expected = [openai_tok.encoder[s] for s in openai_style_bpe(ranks, word)]
-        assert openai_tok._bpe(word) == expected, size
+        assert openai_tok.bpe(word) == expected, size
 
     def seconds(n):
         word = "".join(rng.choice(letters, size=n))
         best = float("inf")
         for _ in range(2):
             start = time.perf_counter()
-            ids = openai_tok._bpe(word)
+            ids = openai_tok.bpe(word)
             best = min(best, time.perf_counter() - start)
         assert openai_tok.decode(ids) == word + " "
         return best

@@ -33,22 +33,27 @@ def _finite(array):
     return bool(xp.isfinite(array).all())
 
 
+def describe(i, tensor):
+    """'input 1 (visual.ln_post.weight)': an input's position, and its name if it has one."""
+    return f"input {i} ({tensor.name})" if tensor.name else f"input {i}"
+
+
 def check_forward(op_name, out, inputs):
     """Raise if the forward of `op_name` produced NaN/Inf."""
     if _finite(out):
         return
-    bad_inputs = [i for i, t in enumerate(inputs) if not _finite(t.data)]
-    where = (f"its input(s) {bad_inputs} already held NaN/Inf" if bad_inputs
+    bad_inputs = [describe(i, t) for i, t in enumerate(inputs) if not _finite(t.data)]
+    where = (f"its {', '.join(bad_inputs)} already held NaN/Inf" if bad_inputs
              else "all its inputs were finite, so this op made them")
     raise FloatingPointError(
         f"detect_anomaly: forward of {op_name} returned NaN/Inf "
         f"(output shape {tuple(out.shape)}); {where}")
 
 
-def check_backward(op_name, grads):
-    """Raise if the backward of `op_name` produced a NaN/Inf gradient."""
-    for i, g in enumerate(grads):
-        if g is not None and not _finite(g):
+def check_backward(op_name, grads, inputs):
+    """Raise if the backward of `op_name` produced a NaN/Inf gradient for one of `inputs`."""
+    for i, (grad, tensor) in enumerate(zip(grads, inputs)):
+        if grad is not None and not _finite(grad):
             raise FloatingPointError(
                 f"detect_anomaly: backward of {op_name} returned NaN/Inf "
-                f"in the gradient of its input {i} (shape {tuple(g.shape)})")
+                f"in the gradient of its {describe(i, tensor)} (shape {tuple(grad.shape)})")

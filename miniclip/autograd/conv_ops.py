@@ -22,15 +22,18 @@ of "copy each pixel into every window it falls in" is "add each window's
 gradient back onto its pixels" (col2im): a loop over the kh×kw kernel
 offsets, each one strided slice-add over the whole batch at once.
 
-A 1×1 convolution with stride 1 (most of a Bottleneck) needs no windows:
-each image is already its own cols matrix, x_n (C, H·W), and out_n = W x_n is a
-matrix product per image, batched (one matmul call, no copy, output already NCHW)
-— when the grid is large enough (H·W ≥ 64) for those per-image products to be real GEMMs.
+A 1×1 convolution with stride 1 (most of a Bottleneck) needs no windows; the
+fast tier (miniclip/fast/conv_ops.py) computes it as one batched matrix product
+per image. Here it goes through the same im2col as every other convolution.
+
+Beside each op, a `*_composed` function builds the same math from primitive
+Tensor ops (tests/test_conv_ops.py checks the op against it).
 """
 from numpy.lib.stride_tricks import as_strided
 
 from miniclip.backend import get_array_module
 from miniclip.autograd.function import Function
+from miniclip.autograd import ops
 
 
 def _pad(x, padding):
@@ -72,15 +75,6 @@ class Conv2d(Function):
         O, C2, kh, kw = weight.shape
         if C2 != C:
             raise ValueError(f"conv2d: the input has {C} channels, the weight expects {C2}")
-        # pointwise on a large grid: out_n = W x_n per image (on a small grid such as 1×1
-        # each of those would be a matrix-vector product: there the one GEMM below wins)
-        if kh == kw == 1 and stride == 1 and not padding and H * W >= 64:
-            ctx.save_for_backward(x, weight)
-            ctx.meta = None, bias is not None
-            out = weight.reshape(O, C) @ x.reshape(N, C, H * W)      # (N, O, H·W)
-            if bias is not None:
-                out += bias.reshape(1, O, 1)
-            return out.reshape(N, O, H, W)
         x_pad = xp.ascontiguousarray(_pad(x, padding))
         windows = _windows(x_pad, kh, kw, stride)                   # (C, kh, kw, N, Ho, Wo) view
         Ho, Wo = windows.shape[4:]
@@ -93,42 +87,53 @@ class Conv2d(Function):
         if bias is not None:
             out += bias.reshape(O, 1)
         ctx.save_for_backward(cols_t, weight)
-        ctx.meta = (x.shape, x_pad.shape, stride, padding, Ho, Wo, bias is not None)
+        ctx.x_shape, ctx.pad_shape = x.shape, x_pad.shape
+        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
         # (O, N, Ho, Wo) -> NCHW, contiguous so later reshapes stay views
         return xp.ascontiguousarray(out.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.meta[0] is None:                                     # pointwise
-            x, weight = ctx.saved
-            N, C, H, W = x.shape
-            O = weight.shape[0]
-            g = grad.reshape(N, O, H * W)
-            w2 = weight.reshape(O, C)
-            grad_x = (w2.T @ g).reshape(x.shape)                    # dL/dx_n = Wᵀ g_n
-            xs = x.reshape(N, C, H * W)
-            grad_weight = (g @ xs.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)   # Σ_n g_n x_nᵀ
-            grad_bias = g.sum(axis=(0, 2)) if ctx.meta[1] else None
-            return grad_x, grad_weight, grad_bias
         cols_t, weight = ctx.saved
-        x_shape, pad_shape, stride, padding, Ho, Wo, has_bias = ctx.meta
+        stride, padding = ctx.stride, ctx.padding
         xp = get_array_module(grad)
-        N, C, H, W = x_shape
+        N, C, H, W = ctx.x_shape
         O, _, kh, kw = weight.shape
+        Ho, Wo = grad.shape[2:]
         g_t = grad.transpose(1, 0, 2, 3).reshape(O, N * Ho * Wo)    # columns like cols_t
         grad_weight = (g_t @ cols_t.T).reshape(weight.shape)        # dL/dW = g · cols
-        grad_bias = g_t.sum(axis=1) if has_bias else None
+        grad_bias = g_t.sum(axis=1) if ctx.has_bias else None       # dL/db = Σ g
         grad_cols = (weight.reshape(O, -1).T @ g_t).reshape(C, kh, kw, N, Ho, Wo)   # dL/dcols = Wᵀ g
         # col2im: each window's gradient goes back onto the pixels it was copied from,
         # accumulated in (C, N, Hp, Wp) order so that every add reads a contiguous block
-        grad_pad = xp.zeros((C, N) + tuple(pad_shape[2:]), dtype=grad.dtype)
+        grad_pad = xp.zeros((C, N) + tuple(ctx.pad_shape[2:]), dtype=grad.dtype)
         span_h, span_w = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
-        for i in range(kh):                     # kernel offsets only: each is one batched add
-            for j in range(kw):
-                grad_pad[:, :, i:i + span_h:stride, j:j + span_w:stride] += grad_cols[:, i, j]
+        for di in range(kh):                    # kernel offsets only: each is one batched add
+            for dj in range(kw):
+                grad_pad[:, :, di:di + span_h:stride, dj:dj + span_w:stride] += grad_cols[:, di, dj]
         grad_x = xp.ascontiguousarray(
             grad_pad[:, :, padding:padding + H, padding:padding + W].transpose(1, 0, 2, 3))
         return grad_x, grad_weight, grad_bias
+
+
+def conv2d_composed(x, weight, bias=None, stride=1, padding=0):
+    """conv2d from primitive ops (Tensors): zero padding by concatenation, one strided
+    slice per kernel offset (i, j) stacked into the columns, one matmul."""
+    N, C, H, W = x.shape
+    O, _, kh, kw = weight.shape
+    if padding:
+        xp = get_array_module(x.data)
+        rows = xp.zeros((N, C, padding, W), dtype=x.dtype)
+        x = ops.Concatenate.apply(rows, x, rows, axis=2)
+        side = xp.zeros((N, C, H + 2 * padding, padding), dtype=x.dtype)
+        x = ops.Concatenate.apply(side, x, side, axis=3)
+    Ho, Wo = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
+    span_h, span_w = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
+    shifted = [x[:, :, di:di + span_h:stride, dj:dj + span_w:stride]      # (N, C, Ho, Wo) each
+               for di in range(kh) for dj in range(kw)]
+    cols = ops.Stack.apply(*shifted, axis=2).reshape(N, C * kh * kw, Ho * Wo)
+    out = (weight.reshape(O, C * kh * kw) @ cols).reshape(N, O, Ho, Wo)
+    return out if bias is None else out + bias.reshape(1, O, 1, 1)
 
 
 class BatchNorm2d(Function):
@@ -159,8 +164,8 @@ class BatchNorm2d(Function):
         xp = get_array_module(x)
         N, C, H, W = x.shape
         if training:
-            n = N * H * W
-            if n < 2:
+            count = N * H * W                                           # n values per channel
+            if count < 2:
                 raise ValueError(f"batch_norm in train mode needs more than one value per channel "
                                  f"(input {tuple(x.shape)}): use a larger batch or model.eval()")
             mean = x.mean(axis=(0, 2, 3))                               # μ: (C,)
@@ -170,7 +175,7 @@ class BatchNorm2d(Function):
                 running_mean *= 1 - momentum
                 running_mean += momentum * mean.astype(running_mean.dtype)
                 running_var *= 1 - momentum
-                running_var += momentum * (var * (n / (n - 1))).astype(running_var.dtype)
+                running_var += momentum * (var * (count / (count - 1))).astype(running_var.dtype)
         else:
             centred = x - running_mean.astype(x.dtype).reshape(1, C, 1, 1)
             var = running_var.astype(x.dtype)
@@ -196,6 +201,20 @@ class BatchNorm2d(Function):
         return grad_x, grad_weight, grad_bias
 
 
+def batch_norm_composed(x, weight, bias, running_mean=None, running_var=None, training=True,
+                        eps=1e-5):
+    """BatchNorm2d from primitive ops (Tensors; running statistics arrays, not updated)."""
+    C = x.shape[1]
+    if training:
+        centred = x - x.mean(axis=(0, 2, 3), keepdims=True)
+        var = (centred * centred).mean(axis=(0, 2, 3), keepdims=True)
+    else:
+        centred = x - running_mean.reshape(1, C, 1, 1)
+        var = running_var.reshape(1, C, 1, 1)
+    x_hat = centred / (var + eps) ** 0.5
+    return x_hat * weight.reshape(1, C, 1, 1) + bias.reshape(1, C, 1, 1)
+
+
 class AvgPool2d(Function):
     """Mean over non-overlapping k×k blocks (kernel = stride = k, no padding, like
     OpenAI's AvgPool2d(k)).  x: (N, C, H, W) -> (N, C, H // k, W // k); a remainder
@@ -208,13 +227,13 @@ class AvgPool2d(Function):
         Ho, Wo = H // k, W // k
         if Ho < 1 or Wo < 1:
             raise ValueError(f"avg_pool2d: a {k}×{k} pool does not fit an input of {H}×{W}")
-        ctx.meta = (x.shape, k)
+        ctx.x_shape, ctx.k = x.shape, k
         blocks = x[:, :, :Ho * k, :Wo * k].reshape(N, C, Ho, k, Wo, k)
         return blocks.mean(axis=(3, 5))
 
     @staticmethod
     def backward(ctx, grad):
-        (N, C, H, W), k = ctx.meta
+        (N, C, H, W), k = ctx.x_shape, ctx.k
         xp = get_array_module(grad)
         _, _, Ho, Wo = grad.shape
         # each input pixel of a block gets 1/k² of that block's gradient
@@ -225,3 +244,11 @@ class AvgPool2d(Function):
         grad_x = xp.zeros((N, C, H, W), dtype=grad.dtype)               # dropped pixels: 0
         grad_x[:, :, :Ho * k, :Wo * k] = block_grad
         return grad_x
+
+
+def avg_pool2d_composed(x, kernel_size=2):
+    """AvgPool2d from primitive ops (x: a Tensor): a reshape into blocks and a mean."""
+    k = kernel_size
+    N, C, H, W = x.shape
+    Ho, Wo = H // k, W // k
+    return x[:, :, :Ho * k, :Wo * k].reshape(N, C, Ho, k, Wo, k).mean(axis=(3, 5))

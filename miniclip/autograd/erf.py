@@ -34,7 +34,7 @@ _Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1,
       6.05183413124413191e-2, 2.33520497626869185e-3)
 _INV_SQRT_PI = 5.6418958354775628695e-1   # 1/√π
 _THRESHOLD, _BIG = 0.46875, 26.543        # erfc(y) underflows to 0 beyond _BIG
-TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)    # erf'(0): the Erf op's backward (ops.py)
 
 
 def _exp_minus_square(xp, y):
@@ -45,29 +45,29 @@ def _exp_minus_square(xp, y):
 
 def _erf_small(x):
     """|x| ≤ 0.46875: x · P₁(x²) / Q₁(x²)."""
-    s = x * x
-    num, den = _A[4] * s, s
-    for a, b in zip(_A[:3], _B[:3]):
-        num, den = (num + a) * s, (den + b) * s
+    x2 = x * x
+    num, den = _A[4] * x2, x2
+    for num_coef, den_coef in zip(_A[:3], _B[:3]):
+        num, den = (num + num_coef) * x2, (den + den_coef) * x2
     return x * (num + _A[3]) / (den + _B[3])
 
 
 def _erfc_middle(xp, y):
     """0.46875 < y ≤ 4: e^(−y²) P₂(y) / Q₂(y)."""
     num, den = _C[8] * y, y
-    for c, d in zip(_C[:7], _D[:7]):
-        num, den = (num + c) * y, (den + d) * y
+    for num_coef, den_coef in zip(_C[:7], _D[:7]):
+        num, den = (num + num_coef) * y, (den + den_coef) * y
     return _exp_minus_square(xp, y) * (num + _C[7]) / (den + _D[7])
 
 
 def _erfc_large(xp, y):
     """y > 4: e^(−y²)/y · (1/√π − s R(s)/S(s)) with s = 1/y²."""
-    s = 1.0 / (y * y)
-    num, den = _P[5] * s, s
-    for p, q in zip(_P[:4], _Q[:4]):
-        num, den = (num + p) * s, (den + q) * s
-    r = s * (num + _P[4]) / (den + _Q[4])
-    return _exp_minus_square(xp, y) * (_INV_SQRT_PI - r) / y
+    inv_y2 = 1.0 / (y * y)                                   # s
+    num, den = _P[5] * inv_y2, inv_y2
+    for num_coef, den_coef in zip(_P[:4], _Q[:4]):
+        num, den = (num + num_coef) * inv_y2, (den + den_coef) * inv_y2
+    ratio = inv_y2 * (num + _P[4]) / (den + _Q[4])           # s R(s)/S(s)
+    return _exp_minus_square(xp, y) * (_INV_SQRT_PI - ratio) / y
 
 
 def erf(x):

@@ -4,16 +4,16 @@ An op is a subclass with two static methods, side by side:
 
     class Mul(Function):
         @staticmethod
-        def forward(ctx, a, b):          # arrays in, array out
-            ctx.save_for_backward(a, b)
-            return a * b
+        def forward(ctx, x, y):          # arrays in, array out
+            ctx.save_for_backward(x, y)
+            return x * y
 
         @staticmethod
         def backward(ctx, grad):         # dL/d(out) in, dL/d(inputs) out
-            a, b = ctx.saved
-            return grad * b, grad * a
+            x, y = ctx.saved
+            return grad * y, grad * x
 
-`Mul.apply(x, y)` unwraps the Tensors, runs `forward` on their arrays and
+`Mul.apply(a, b)` unwraps the Tensors, runs `forward` on their arrays and
 wraps the result in a Tensor whose `grad_fn` is `ctx`: the object that
 remembers the inputs and whatever `forward` saved. During `loss.backward()`
 the engine (tensor.py) calls `backward(ctx, grad)` on each such node.
@@ -34,10 +34,9 @@ from miniclip.autograd.tensor import Tensor, as_tensor, is_grad_enabled
 class Function:
     """Base class of ops. An instance is the `ctx` of one call: a graph node."""
 
-    def __init__(self):
-        self.inputs = ()      # the input Tensors (parents in the graph)
-        self.saved = ()       # arrays kept by forward for backward
-        self.freed = False    # True once backward released `saved`
+    inputs = ()      # the input Tensors (parents in the graph), set by apply
+    saved = ()       # arrays kept by forward for backward
+    freed = False    # True once backward released `saved`
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -53,8 +52,7 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **constants):
         """Run the op on Tensors (or arrays / numbers) and record it in the graph."""
-        like = next((x for x in inputs if isinstance(x, Tensor)), None)
-        tensors = [as_tensor(x, like=like) for x in inputs]
+        tensors = [x if isinstance(x, Tensor) else as_tensor(x, first_tensor(inputs)) for x in inputs]
         ctx = cls()
         out = cls.forward(ctx, *[t.data for t in tensors], **constants)
         if anomaly.enabled():
@@ -67,3 +65,8 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+def first_tensor(inputs):
+    """The first Tensor among `inputs` (numbers take its dtype), or None."""
+    return next((x for x in inputs if isinstance(x, Tensor)), None)

@@ -7,6 +7,11 @@ backward formula needs, and writes that formula out. Beside each one, a
 `*_composed` function builds the same math from primitive Tensor ops: what
 the fused op replaces, and the reference tests/test_autograd_ops.py checks
 it against (values and gradients).
+
+These are the plain ops: whole-array calls on one thread, the ones to read
+and step through. miniclip/fast/nn_ops.py has faster versions of some of
+them (same arithmetic, in blocks of rows on a thread pool), swapped in by
+the switch in switch.py.
 """
 import math
 
@@ -15,51 +20,26 @@ import numpy as np
 from miniclip.backend import get_array_module
 from miniclip.autograd.erf import erf
 from miniclip.autograd.function import Function
-from miniclip.autograd.parallel import for_row_blocks
+from miniclip.autograd import ops
 
 SQRT_HALF = math.sqrt(0.5)                    # 1/√2
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-def _softmax(x, axis):
-    """The plain two-line softmax (the reference `_softmax_last_axis_` is checked against)."""
+def softmax_array(x, axis=-1):
+    """softmax of array x along `axis` (a new array)."""
     xp = get_array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: no overflow
-    return e / e.sum(axis=axis, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)         # e / Σ e
 
 
-def _rows(x):
-    """x viewed as 2-d rows (..., D) -> (R, D), with the pool's arguments for it."""
-    return x.reshape(-1, x.shape[-1])
-
-
-def _split_rows(x, fn):
-    """Run fn(rows) over blocks of the rows of 2-d `x` on the thread pool (parallel.py)."""
-    for_row_blocks(x.shape[0], fn, x.size, on_gpu=get_array_module(x) is not np)
-
-
-def _softmax_last_axis_(x):
-    """softmax over the last axis of `x`, computed in place (x is overwritten); returns x.
-
-    The same ufuncs as `_softmax`, in the same order, one block of rows at a time.
-    """
-    xp = get_array_module(x)
-    rows = _rows(x)
-
-    def block(r):
-        e = rows[r]
-        e -= e.max(axis=-1, keepdims=True)          # shift by the max: no overflow
-        xp.exp(e, out=e)
-        e /= e.sum(axis=-1, keepdims=True)
-    _split_rows(rows, block)
-    return x
-
-
-def _logsumexp(x, axis):
+def logsumexp_array(x, axis=-1):
+    """log Σ exp(x) of array x along `axis`, keeping that axis (size 1)."""
     xp = get_array_module(x)
     m = x.max(axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)                 # a row of -inf stays -inf
-    return m + xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True))
+    return m + xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True))   # m + log Σ e^(x−m)
 
 
 class Softmax(Function):
@@ -67,10 +47,7 @@ class Softmax(Function):
 
     @staticmethod
     def forward(ctx, x, axis=-1):
-        if axis in (-1, x.ndim - 1):
-            y = _softmax_last_axis_(x.copy())      # a copy: the input stays as it was
-        else:
-            y = _softmax(x, axis)
+        y = softmax_array(x, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -93,7 +70,7 @@ class LogSoftmax(Function):
 
     @staticmethod
     def forward(ctx, x, axis=-1):
-        y = x - _logsumexp(x, axis)
+        y = x - logsumexp_array(x, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -106,12 +83,17 @@ class LogSoftmax(Function):
         return grad - xp.exp(y) * grad.sum(axis=ctx.axis, keepdims=True)
 
 
+def log_softmax_composed(x, axis=-1):
+    """log softmax from primitive ops (x: a Tensor)."""
+    return x - logsumexp_composed(x, axis=axis, keepdims=True)
+
+
 class LogSumExp(Function):
     """y = log Σ exp(x) along `axis`."""
 
     @staticmethod
     def forward(ctx, x, axis=-1, keepdims=False):
-        y = _logsumexp(x, axis)
+        y = logsumexp_array(x, axis)
         ctx.save_for_backward(x, y)
         ctx.axis, ctx.keepdims = axis, keepdims
         return y if keepdims else y.squeeze(axis)
@@ -126,7 +108,7 @@ class LogSumExp(Function):
 
 
 def logsumexp_composed(x, axis=-1, keepdims=False):
-    """log Σ exp(x) from primitive ops (x: a Tensor); log_softmax = x − this (keepdims)."""
+    """log Σ exp(x) from primitive ops (x: a Tensor)."""
     m = x.max(axis=axis, keepdims=True)
     y = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
     return y if keepdims else y.sum(axis=axis)        # a sum over a size-1 axis drops it
@@ -136,53 +118,30 @@ class LayerNorm(Function):
     """y = (x − mean) / √(var + eps) · weight + bias over the last axis.
 
     x: (..., D), weight: (D,), bias: (D,)
-
-    Both passes work one block of rows at a time (in the cache, on the thread
-    pool), in place where an array is not needed twice; the math is line for
-    line the composed version in the comments.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
         xp = get_array_module(x)
-        x2 = _rows(x)
-        x_hat = xp.empty_like(x2)
-        rstd = xp.empty((len(x2), 1), dtype=x2.dtype)
-        y = xp.empty_like(x2)
-
-        def block(r):
-            c = x_hat[r]
-            xp.subtract(x2[r], x2[r].mean(axis=-1, keepdims=True), out=c)   # x − mean
-            var = (c * c).mean(axis=-1, keepdims=True)    # biased variance, like torch
-            rstd[r] = 1.0 / xp.sqrt(var + eps)
-            c *= rstd[r]                                  # x̂ = (x − mean) / √(var + eps)
-            xp.multiply(c, weight, out=y[r])
-            y[r] += bias                                  # y = x̂ · weight + bias
-        _split_rows(x2, block)
+        centred = x - x.mean(axis=-1, keepdims=True)            # x − mean
+        var = (centred * centred).mean(axis=-1, keepdims=True)  # biased variance, like torch
+        rstd = 1.0 / xp.sqrt(var + eps)                         # 1 / √(var + eps): (..., 1)
+        x_hat = centred * rstd                                  # x̂ = (x − mean) / √(var + eps)
         ctx.save_for_backward(x_hat, rstd, weight)
-        return y.reshape(x.shape)
+        return x_hat * weight + bias                            # y = x̂ · weight + bias
 
     @staticmethod
     def backward(ctx, grad):
         x_hat, rstd, weight = ctx.saved
-        xp = get_array_module(x_hat)
-        rows = grad.reshape(x_hat.shape)
-        grad_x = xp.empty_like(x_hat)
-        g_x_hat = xp.empty_like(x_hat)
-
-        def block(r):
-            xp.multiply(rows[r], x_hat[r], out=g_x_hat[r])             # g·x̂, summed below
-            g_hat = grad_x[r]
-            xp.multiply(rows[r], weight, out=g_hat)                     # ĝ = dL/dx̂ = g · weight
-            # dL/dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))
-            projection = x_hat[r] * (g_hat * x_hat[r]).mean(axis=-1, keepdims=True)
-            g_hat -= g_hat.mean(axis=-1, keepdims=True)
-            g_hat -= projection
-            g_hat *= rstd[r]
-        _split_rows(x_hat, block)
-        grad_weight = g_x_hat.sum(axis=0)                               # Σ g·x̂
-        grad_bias = rows.sum(axis=0)                                    # Σ g
-        return grad_x.reshape(grad.shape), grad_weight, grad_bias
+        rows = tuple(range(grad.ndim - 1))                      # every axis but the last
+        grad_weight = (grad * x_hat).sum(axis=rows)             # dL/dweight = Σ g·x̂
+        grad_bias = grad.sum(axis=rows)                         # dL/dbias = Σ g
+        g_hat = grad * weight                                   # ĝ = dL/dx̂ = g · weight
+        # dL/dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂)): x̂ depends on x directly and
+        # through the mean and the variance (derived in conv_ops.BatchNorm2d's docstring)
+        projection = x_hat * (g_hat * x_hat).mean(axis=-1, keepdims=True)
+        grad_x = (g_hat - g_hat.mean(axis=-1, keepdims=True) - projection) * rstd
+        return grad_x, grad_weight, grad_bias
 
 
 def layer_norm_composed(x, weight, bias, eps=1e-5):
@@ -198,36 +157,20 @@ class QuickGELU(Function):
     @staticmethod
     def forward(ctx, x):
         xp = get_array_module(x)
-        x2 = _rows(x)
-        s, y = xp.empty_like(x2), xp.empty_like(x2)
-
-        def block(r):
-            sr = s[r]
-            xp.multiply(x2[r], 0.851, out=sr)
-            xp.tanh(sr, out=sr)
-            sr += 1
-            sr *= 0.5                            # σ(1.702x) = (tanh(0.851x) + 1) / 2
-            xp.multiply(x2[r], sr, out=y[r])     # y = x · σ(1.702x)
-        _split_rows(x2, block)
-        ctx.save_for_backward(x2, s)
-        return y.reshape(x.shape)
+        sig = (xp.tanh(x * 0.851) + 1) * 0.5          # σ(1.702x) = (tanh(0.851x) + 1) / 2
+        ctx.save_for_backward(x, sig)
+        return x * sig                                # y = x · σ(1.702x)
 
     @staticmethod
     def backward(ctx, grad):
-        x2, s = ctx.saved
-        xp = get_array_module(x2)
-        g2 = grad.reshape(x2.shape)
-        out = xp.empty_like(x2)
+        x, sig = ctx.saved
+        # dy/dx = σ + 1.702 x σ (1 − σ), since σ'(z) = σ (1 − σ)
+        return (x * 1.702 * sig * (1 - sig) + sig) * grad
 
-        def block(r):
-            o, sr = out[r], s[r]
-            xp.multiply(x2[r], 1.702, out=o)
-            o *= sr
-            o *= 1 - sr
-            o += sr                              # σ + 1.702 x σ (1 − σ)
-            o *= g2[r]
-        _split_rows(x2, block)
-        return out.reshape(grad.shape)
+
+def quick_gelu_composed(x):
+    """QuickGELU from primitive ops (x: a Tensor)."""
+    return x * (x * 1.702).sigmoid()
 
 
 class GELU(Function):
@@ -247,23 +190,32 @@ class GELU(Function):
         return grad * (cdf + x * pdf)                # d(x Φ)/dx = Φ + x φ
 
 
+def gelu_composed(x):
+    """The exact GELU from primitive ops (x: a Tensor), with the Erf primitive."""
+    return x * 0.5 * (ops.Erf.apply(x * SQRT_HALF) + 1.0)
+
+
 class GELUTanh(Function):
     """y = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), GELU's tanh approximation."""
 
     @staticmethod
     def forward(ctx, x):
         xp = get_array_module(x)
-        c = math.sqrt(2.0 / math.pi)
-        t = xp.tanh(c * (x + 0.044715 * x ** 3))
+        t = xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))   # t = tanh(u)
         ctx.save_for_backward(x, t)
         return 0.5 * x * (1 + t)
 
     @staticmethod
     def backward(ctx, grad):
         x, t = ctx.saved
-        c = math.sqrt(2.0 / math.pi)
-        du_dx = c * (1 + 3 * 0.044715 * x * x)
+        du_dx = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        # dy/dx = ½ (1 + t) + ½ x (1 − t²) du/dx
         return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
+
+
+def gelu_tanh_composed(x):
+    """GELU's tanh approximation from primitive ops (x: a Tensor)."""
+    return x * 0.5 * (((x + x ** 3 * 0.044715) * SQRT_2_OVER_PI).tanh() + 1.0)
 
 
 class Linear(Function):
@@ -274,7 +226,7 @@ class Linear(Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         x2 = x.reshape(-1, x.shape[-1])             # one big matmul, not one per batch item
-        y = x2 @ weight.T
+        y = x2 @ weight.T                           # (rows, in) @ (in, out)
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -282,13 +234,17 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved
-        xp = get_array_module(grad)
         g2 = grad.reshape(-1, grad.shape[-1])         # (rows, out)
         grad_x = (g2 @ weight).reshape(x.shape)       # dL/dx = g · W
         grad_weight = g2.T @ x.reshape(-1, x.shape[-1])   # dL/dW = gᵀ · x
-        # dL/db = Σ_rows g, as 1ᵀ g: a matrix-vector product runs on BLAS's threads
-        grad_bias = xp.ones(len(g2), dtype=g2.dtype) @ g2 if ctx.has_bias else None
+        grad_bias = g2.sum(axis=0) if ctx.has_bias else None   # dL/db = Σ_rows g
         return grad_x, grad_weight, grad_bias
+
+
+def linear_composed(x, weight, bias=None):
+    """Linear from primitive ops (Tensors)."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
 
 
 class CrossEntropy(Function):
@@ -296,74 +252,76 @@ class CrossEntropy(Function):
 
     logits: (N, C); targets: (N,) class indices, or (N, C) probabilities
     (each row sums to 1, e.g. spread over several correct classes).
+
+    This backward is where CLIP's contrastive loss gets its gradient: clip_loss
+    is two cross-entropies over the similarity logits, so d loss / d logits is
+    (softmax(logits) − target) / N, computed here.
     """
 
     @staticmethod
     def forward(ctx, logits, targets):
         xp = get_array_module(logits)
-        log_p = logits - _logsumexp(logits, axis=-1)
+        log_probs = logits - logsumexp_array(logits, axis=-1)   # log softmax
         if targets.ndim == 1:                                 # indices -> one-hot rows
             targets = xp.eye(logits.shape[-1], dtype=logits.dtype)[targets]
-        ctx.save_for_backward(log_p, targets)
-        return -(targets * log_p).sum(axis=-1).mean()
+        ctx.save_for_backward(log_probs, targets)
+        return -(targets * log_probs).sum(axis=-1).mean()
 
     @staticmethod
     def backward(ctx, grad):
-        log_p, targets = ctx.saved
-        xp = get_array_module(log_p)
-        return (xp.exp(log_p) - targets) * (grad / len(targets))   # (softmax − target) / N
+        log_probs, targets = ctx.saved
+        xp = get_array_module(log_probs)
+        return (xp.exp(log_probs) - targets) * (grad / len(targets))   # (softmax − target) / N
 
 
 def cross_entropy_composed(logits, targets):
-    """Cross-entropy from primitive ops: logits (N, C) Tensor, targets (N,) class indices."""
-    log_p = logits - logsumexp_composed(logits, axis=-1, keepdims=True)
-    return -log_p[np.arange(len(targets)), targets.tolist()].mean()
+    """Cross-entropy from primitive ops: logits (N, C) Tensor, targets (N,) class indices
+    or (N, C) probabilities (an array)."""
+    log_probs = log_softmax_composed(logits)
+    if targets.ndim == 2:
+        return -(log_probs * targets).sum(axis=-1).mean()
+    return -log_probs[np.arange(len(targets)), targets.tolist()].mean()
 
 
 class ScaledDotProductAttention(Function):
     """softmax(q kᵀ / √D + mask) v.
 
-    q: (..., Tq, D), k: (..., Tk, D), v: (..., Tk, Dv),
+    query q: (..., Tq, D), key k: (..., Tk, D), value v: (..., Tk, Dv),
     mask: additive, broadcastable to (..., Tq, Tk) (−inf hides a position).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask=None):
-        xp = get_array_module(q)
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = (q * scale) @ xp.swapaxes(k, -1, -2)         # (..., Tq, Tk)
+    def forward(ctx, query, key, value, mask=None):
+        xp = get_array_module(query)
+        scale = 1.0 / math.sqrt(query.shape[-1])
+        scores = (query * scale) @ xp.swapaxes(key, -1, -2)    # S = q kᵀ / √D: (..., Tq, Tk)
         if mask is not None:
-            scores += mask                                    # in place: keeps the dtype of q
-        p = _softmax_last_axis_(scores)                       # in place: scores is not kept
-        ctx.save_for_backward(q, k, v, p)
+            scores += mask                                     # in place: keeps the dtype of q
+        probs = softmax_array(scores)                          # P = softmax(S) over the keys
+        ctx.save_for_backward(query, key, value, probs)
         ctx.scale = scale
-        return p @ v
+        return probs @ value                                   # P v: (..., Tq, Dv)
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v, p = ctx.saved
-        xp = get_array_module(q)
-        grad_v = xp.swapaxes(p, -1, -2) @ grad                # dL/dv = pᵀ g
-        grad_s = grad @ xp.swapaxes(v, -1, -2)                # dL/dp = g vᵀ, then in place:
-        g_rows, p_rows = _rows(grad_s), _rows(p)
-
-        def block(r):                                         # dS = p ⊙ (dp − Σ dp·p) / √D
-            g = g_rows[r]
-            g -= (g * p_rows[r]).sum(axis=-1, keepdims=True)
-            g *= p_rows[r]
-            g *= ctx.scale
-        _split_rows(g_rows, block)
-        grad_q = grad_s @ k                                   # dL/dq = dS k / √D
-        grad_k = xp.swapaxes(grad_s, -1, -2) @ q              # dL/dk = dSᵀ q / √D
-        return grad_q, grad_k, grad_v
+        query, key, value, probs = ctx.saved
+        xp = get_array_module(query)
+        grad_value = xp.swapaxes(probs, -1, -2) @ grad         # dL/dv = Pᵀ g
+        grad_probs = grad @ xp.swapaxes(value, -1, -2)         # dL/dP = g vᵀ
+        # dL/dS = P ⊙ (dP − Σ dP·P) (softmax's backward), times 1/√D for the scale
+        grad_scores = (grad_probs - (grad_probs * probs).sum(axis=-1, keepdims=True)) * probs * ctx.scale
+        grad_query = grad_scores @ key                         # dL/dq = dS k / √D
+        grad_key = xp.swapaxes(grad_scores, -1, -2) @ query    # dL/dk = dSᵀ q / √D
+        return grad_query, grad_key, grad_value
 
 
-def attention_composed(q, k, v, mask=None):
+def attention_composed(query, key, value, mask=None):
     """Attention from primitive ops (Tensors): keeps the scores and the probabilities."""
-    scores = q @ k.transpose(*range(k.ndim - 2), k.ndim - 1, k.ndim - 2) / math.sqrt(q.shape[-1])
+    key_t = key.transpose(*range(key.ndim - 2), key.ndim - 1, key.ndim - 2)     # kᵀ
+    scores = query @ key_t / math.sqrt(query.shape[-1])
     if mask is not None:
         scores = scores + mask
-    return softmax_composed(scores) @ v
+    return softmax_composed(scores) @ value
 
 
 class Embedding(Function):
@@ -382,13 +340,18 @@ class Embedding(Function):
         return grad_weight
 
 
+def embedding_composed(weight, ids):
+    """Embedding from primitive ops: indexing the weight Tensor with the ids array."""
+    return weight[ids]
+
+
 class Normalize(Function):
     """y = x / max(‖x‖, eps) along `axis` (L2 normalisation)."""
 
     @staticmethod
     def forward(ctx, x, axis=-1, eps=1e-12):
         xp = get_array_module(x)
-        norm = xp.sqrt((x * x).sum(axis=axis, keepdims=True))
+        norm = xp.sqrt((x * x).sum(axis=axis, keepdims=True))   # ‖x‖
         denom = xp.maximum(norm, eps)
         y = x / denom
         ctx.save_for_backward(y, denom, norm > eps)
@@ -401,3 +364,10 @@ class Normalize(Function):
         # where ‖x‖ > eps: dL/dx = (g − y Σ g·y) / ‖x‖ ; else y = x/eps: dL/dx = g / eps
         radial = y * (grad * y).sum(axis=ctx.axis, keepdims=True)
         return (grad - radial * scaled) / denom
+
+
+def normalize_composed(x, axis=-1, eps=1e-12):
+    """L2 normalisation from primitive ops (x: a Tensor): x / max(‖x‖, eps)."""
+    norm = (x * x).sum(axis=axis, keepdims=True).sqrt()
+    small = norm.data <= eps                              # where the floor eps applies
+    return x / ops.Where.apply(eps, norm, cond=small)

@@ -8,6 +8,7 @@ input bigger, backward may return the big shape: the engine sums it back.
 import numpy as np
 
 from miniclip.backend import get_array_module
+from miniclip.autograd.erf import TWO_OVER_SQRT_PI, erf
 from miniclip.autograd.function import Function
 
 # ---- elementwise, two inputs ------------------------------------------------------
@@ -15,18 +16,18 @@ from miniclip.autograd.function import Function
 
 class Add(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        return a + b
+    def forward(ctx, x, y):
+        return x + y
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, grad                      # d(a+b)/da = d(a+b)/db = 1
+        return grad, grad                      # d(x+y)/dx = d(x+y)/dy = 1
 
 
 class Sub(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        return a - b
+    def forward(ctx, x, y):
+        return x - y
 
     @staticmethod
     def backward(ctx, grad):
@@ -35,27 +36,27 @@ class Sub(Function):
 
 class Mul(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return a * b
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x * y
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved
-        return grad * b, grad * a              # d(ab)/da = b, d(ab)/db = a
+        x, y = ctx.saved
+        return grad * y, grad * x              # d(xy)/dx = y, d(xy)/dy = x
 
 
 class Div(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return a / b
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x / y
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved
-        grad_a = grad / b                      # d(a/b)/da = 1/b
-        return grad_a, -grad_a * a / b         # d(a/b)/db = -a/b²
+        x, y = ctx.saved
+        grad_x = grad / y                      # d(x/y)/dx = 1/y
+        return grad_x, -grad_x * x / y         # d(x/y)/dy = -x/y²
 
 
 # ---- elementwise, one input ---------------------------------------------------------
@@ -83,8 +84,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved
-        p = ctx.exponent
-        return grad * p * x ** (p - 1)         # d(x^p)/dx = p x^(p-1)
+        power = ctx.exponent
+        return grad * power * x ** (power - 1)  # d(x^p)/dx = p x^(p-1)
 
 
 class Exp(Function):
@@ -152,6 +153,21 @@ class Sigmoid(Function):
         return grad * y * (1 - y)              # dσ/dx = σ(1-σ)
 
 
+class Erf(Function):
+    """erf(x) = 2/√π ∫₀ˣ e^(−t²) dt (the exact GELU is built on it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return erf(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved
+        xp = get_array_module(x)
+        return grad * TWO_OVER_SQRT_PI * xp.exp(-x * x)   # d erf/dx = 2/√π e^(−x²)
+
+
 class ReLU(Function):
     @staticmethod
     def forward(ctx, x):
@@ -188,7 +204,7 @@ def _expand_reduced(grad, shape, axis, keepdims):
         return grad.reshape((1,) * len(shape))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     xp = get_array_module(grad)
-    return xp.expand_dims(grad, tuple(sorted(a % len(shape) for a in axes)))
+    return xp.expand_dims(grad, tuple(sorted(axis % len(shape) for axis in axes)))
 
 
 class Sum(Function):
@@ -257,7 +273,7 @@ class Transpose(Function):
     @staticmethod
     def forward(ctx, x, axes=None):
         xp = get_array_module(x)
-        ctx.axes = None if axes is None else tuple(a % x.ndim for a in axes)
+        ctx.axes = None if axes is None else tuple(axis % x.ndim for axis in axes)
         return xp.transpose(x, ctx.axes)
 
     @staticmethod
@@ -298,7 +314,7 @@ class Concatenate(Function):
     def forward(ctx, *arrays, axis=0):
         xp = get_array_module(arrays[0])
         ctx.axis = axis
-        ctx.sizes = [a.shape[axis] for a in arrays]
+        ctx.sizes = [array.shape[axis] for array in arrays]
         return xp.concatenate(arrays, axis=axis)
 
     @staticmethod
@@ -323,13 +339,13 @@ class Stack(Function):
 
 
 class Where(Function):
-    """cond ? a : b elementwise; cond is a constant boolean array."""
+    """cond ? x : y elementwise; cond is a constant boolean array."""
 
     @staticmethod
-    def forward(ctx, a, b, cond):
-        xp = get_array_module(a)
+    def forward(ctx, x, y, cond):
+        xp = get_array_module(x)
         ctx.save_for_backward(cond)
-        return xp.where(cond, a, b)
+        return xp.where(cond, x, y)
 
     @staticmethod
     def backward(ctx, grad):
@@ -341,30 +357,30 @@ class Where(Function):
 
 
 class MatMul(Function):
-    """a @ b for a: (..., n, k), b: (..., k, m); leading axes broadcast."""
+    """left @ right for left: (..., n, k), right: (..., k, m); leading axes broadcast."""
 
     @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return a @ b
+    def forward(ctx, left, right):
+        ctx.save_for_backward(left, right)
+        return left @ right
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved
+        left, right = ctx.saved
         xp = get_array_module(grad)
-        grad_a = grad @ xp.swapaxes(b, -1, -2)   # dL/da = dL/dy · bᵀ
-        grad_b = xp.swapaxes(a, -1, -2) @ grad   # dL/db = aᵀ · dL/dy
-        return grad_a, grad_b
+        grad_left = grad @ xp.swapaxes(right, -1, -2)   # dL/dleft = dL/dy · rightᵀ
+        grad_right = xp.swapaxes(left, -1, -2) @ grad   # dL/dright = leftᵀ · dL/dy
+        return grad_left, grad_right
 
 
-def matmul(a, b):
-    """a @ b like numpy.matmul, 1-d operands included (made 2-d, then squeezed)."""
+def matmul(left, right):
+    """left @ right like numpy.matmul, 1-d operands included (made 2-d, then squeezed)."""
     from miniclip.autograd.tensor import as_tensor
-    a, b = as_tensor(a), as_tensor(b, like=as_tensor(a))
-    if a.ndim >= 2 and b.ndim >= 2:
-        return MatMul.apply(a, b)
-    a2 = a.reshape(1, -1) if a.ndim == 1 else a           # (k,) -> (1, k)
-    b2 = b.reshape(-1, 1) if b.ndim == 1 else b           # (k,) -> (k, 1)
-    y = MatMul.apply(a2, b2)
-    shape = y.shape[:-2] + (y.shape[-2],) * (a.ndim != 1) + (y.shape[-1],) * (b.ndim != 1)
+    left, right = as_tensor(left), as_tensor(right, like=as_tensor(left))
+    if left.ndim >= 2 and right.ndim >= 2:
+        return MatMul.apply(left, right)
+    left2 = left.reshape(1, -1) if left.ndim == 1 else left       # (k,) -> (1, k)
+    right2 = right.reshape(-1, 1) if right.ndim == 1 else right   # (k,) -> (k, 1)
+    y = MatMul.apply(left2, right2)
+    shape = y.shape[:-2] + (y.shape[-2],) * (left.ndim != 1) + (y.shape[-1],) * (right.ndim != 1)
     return y.reshape(shape)

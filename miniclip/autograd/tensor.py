@@ -57,9 +57,6 @@ class Tensor:
         self.grad_fn = grad_fn    # the Function node that made this tensor (None: a leaf)
         self.name = name
         self._hooks = []
-        # where backward writes this leaf's gradient, if somewhere is set aside: the
-        # optimiser points it at a view of one flat gradient array (optim.py)
-        self._grad_buffer = None
 
     # ---- what it is -------------------------------------------------------
     @property
@@ -130,7 +127,10 @@ class Tensor:
 
     # ---- the backward pass ----------------------------------------------------
     def register_hook(self, fn):
-        """fn(grad) -> new grad or None, called when this tensor's gradient is known."""
+        """fn(grad) -> new grad or None, called when this tensor's gradient is known.
+
+        A new grad must be an array of grad's shape and dtype (else backward raises,
+        naming the hook)."""
         self._hooks.append(fn)
         return fn
 
@@ -158,10 +158,10 @@ class Tensor:
             if g is None:                          # no gradient flowed here
                 continue
             for hook in tensor._hooks:
-                new_g = hook(g)
-                g = g if new_g is None else new_g
+                g = _run_hook(hook, tensor, g)
             if tensor.grad_fn is None:             # a leaf: accumulate into .grad
-                tensor.grad = _leaf_grad(tensor, g, xp)
+                # a copy the leaf owns (backward may hand one array to several inputs)
+                tensor.grad = xp.array(g) if tensor.grad is None else tensor.grad + g
                 continue
             ctx = tensor.grad_fn
             if ctx.freed:
@@ -172,7 +172,7 @@ class Tensor:
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if anomaly.enabled():
-                anomaly.check_backward(type(ctx).__name__, input_grads)
+                anomaly.check_backward(type(ctx).__name__, input_grads, ctx.inputs)
             for parent, pg in zip(ctx.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
@@ -312,32 +312,28 @@ def unbroadcast(grad, shape):
     extra = grad.ndim - len(shape)
     if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    stretched = tuple(i for i, size in enumerate(shape) if size == 1 and grad.shape[i] != 1)
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
 
 
-def _leaf_grad(tensor, g, xp):
-    """The leaf's .grad after adding g (dL/d leaf from one more path).
-
-    The first gradient is copied so the leaf owns it (backward may hand one
-    array to several inputs, a + b, or a read-only view, sum): into the leaf's
-    gradient buffer when it has one of the same dtype and device (no fresh
-    allocation each step), else into a new array. Later ones are added in place
-    to what the leaf owns.
-    """
-    buffer = tensor._grad_buffer
-    if tensor.grad is None:
-        if (buffer is not None and buffer.dtype == g.dtype and buffer.shape == g.shape
-                and backend.get_array_module(buffer) is xp):
-            buffer[...] = g
-            return buffer
-        return xp.array(g)
-    if tensor.grad is buffer:
-        buffer += g
-        return buffer
-    return tensor.grad + g
+def _run_hook(hook, tensor, grad):
+    """hook(grad), checked: None keeps grad; an array must have grad's shape, dtype and device."""
+    new_grad = hook(grad)
+    if new_grad is None:
+        return grad
+    xp = backend.get_array_module(grad)
+    same = (backend.get_array_module(new_grad) is xp and hasattr(new_grad, "shape")
+            and new_grad.shape == grad.shape and new_grad.dtype == grad.dtype)
+    if not same:
+        got = (f"{type(new_grad).__name__} of shape {getattr(new_grad, 'shape', '?')}, "
+               f"dtype {getattr(new_grad, 'dtype', '?')}")
+        who = f"tensor {tensor.name!r}" if tensor.name else f"a tensor of shape {tensor.shape}"
+        raise ValueError(f"hook {getattr(hook, '__qualname__', hook)!r} on {who} returned a {got}; "
+                         f"it must return None or a {xp.__name__} array of shape {grad.shape}, "
+                         f"dtype {grad.dtype} (the gradient it was given)")
+    return new_grad
 
 
 def _reverse_topological_order(root):

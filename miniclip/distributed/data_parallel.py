@@ -148,7 +148,7 @@ class ContrastiveStep:
             mean = flat[start:start + p.size].reshape(p.shape)
             if p.grad is None:
                 p.grad = mean
-            else:                         # in place: keeps the optimiser's flat gradient buffer
+            else:                         # in place: the array backward gave this parameter
                 p.grad[...] = mean
             start += p.size
         return [float(v) for v in flat[start:]]

@@ -16,6 +16,12 @@ the order they were assigned), then each sub-module's (in the order they were
 assigned). That makes a miniclip CLIP's `named_parameters()` produce exactly
 the keys and order of OpenAI's state dict.
 
+Parameters also carry their names, for debugging (print_graph, Tensor repr,
+detect_anomaly's messages): assigning a Parameter sets its `.name` to the
+attribute name, and assigning a Module prefixes the names of all the
+parameters below it, so once a model is built each parameter's name is its
+dotted path, `visual.transformer.resblocks.0.ln_1.weight`.
+
 Buffers (`register_buffer`) are arrays a module computes with but does not
 train, such as the causal attention mask; `to()` and `astype()` move and cast
 them along with the parameters. A persistent buffer (`persistent=True`, e.g.
@@ -66,6 +72,11 @@ class Module:
                 other.pop(name, None)               # e.g. a parameter set to None is no longer one
         if registry is not None:
             registry[name] = value                  # replacing keeps the name's place in the order
+        if isinstance(value, Parameter):
+            value.name = name
+        elif isinstance(value, Module):             # the path grows as modules are nested
+            for path, param in value.named_parameters():
+                param.name = f"{name}.{path}"
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array, persistent=False):

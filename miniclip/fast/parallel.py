@@ -16,12 +16,13 @@ change their summation order: `for_row_blocks` is never used for those).
 Blocks are also small enough to stay in the CPU cache while several ops run
 on them one after another, which saves memory passes even on one thread.
 
-How many threads (for this pool and for NumPy's BLAS), `num_threads()`:
-MINICLIP_THREADS if set (1 turns the pool off); else OPENBLAS_NUM_THREADS /
-OMP_NUM_THREADS if set; else the cores this process may run on minus those
-other processes keep busy, measured over 0.1 s when first asked (busy_cores_now),
-at least 1. `configure_blas()` (run when miniclip is imported) gives BLAS
-the same count, through threadpoolctl.
+How many threads (for this pool and for NumPy's BLAS), `num_threads()`,
+decided once, the first time the fast tier needs it (nothing happens at
+import): MINICLIP_THREADS if set (1 turns the pool off); else
+OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set; else the cores this process
+may run on minus those other processes keep busy, measured over 0.1 s
+(busy_cores_now), at least 1. BLAS is given the same count then, through
+threadpoolctl (configure_blas). `set_num_threads(n)` changes it later.
 
 Why not simply all cores: a threaded GEMM splits each product in equal parts
 and waits for every thread. When other processes hold the cores, one of
@@ -47,7 +48,7 @@ BLOCK_ELEMENTS = 1 << 15         # ~128 KiB of float32 per array per block: fits
 
 _pool = None
 _pool_threads = 0
-_default_threads = None
+_threads = None                  # num_threads(), once decided
 
 
 def available_cores():
@@ -100,27 +101,39 @@ def idle_cores():
     return max(1, min(cores, int(cores - others + 0.5)))
 
 
-def num_threads():
-    """Threads for the pool and BLAS: MINICLIP_THREADS, else OPENBLAS_NUM_THREADS /
-    OMP_NUM_THREADS, else the idle cores when first asked (see the module docstring)."""
-    global _default_threads
+def threads_from_environment():
+    """MINICLIP_THREADS, else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else None."""
     for name in ("MINICLIP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"{name}={value!r}: use a positive integer (1: no threads)")
             return int(value)
-    if _default_threads is None:
-        _default_threads = idle_cores()
-    return _default_threads
+    return None
 
 
-def configure_blas(threads=None):
-    """Give NumPy's BLAS `threads` threads (default num_threads()); returns the count.
+def num_threads():
+    """Threads for the pool and BLAS, decided on the first call (see the module docstring)."""
+    if _threads is None:
+        set_num_threads(None)
+    return _threads
+
+
+def set_num_threads(threads):
+    """Use `threads` threads for the pool and BLAS; None: decide again (the environment,
+    else the idle cores now)."""
+    global _threads
+    if threads is None:
+        threads = threads_from_environment() or idle_cores()
+    _threads = threads
+    configure_blas(threads)
+
+
+def configure_blas(threads):
+    """Give NumPy's BLAS `threads` threads; returns the count.
 
     Uses threadpoolctl, which changes a BLAS already loaded; without it, nothing changes.
     """
-    threads = num_threads() if threads is None else threads
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -1,0 +1,373 @@
+"""The fast tier (miniclip/fast/) against the plain one: the same numbers, by one switch.
+
+Every fast op equals its plain op (float64 values and gradients, bit for bit where
+fast/nn_ops.py says so), the flat AdamW equals the per-parameter one bit for bit,
+the thread pool changes nothing, and the switch picks the tier (environment, function,
+context manager, a debugger's trace function).
+"""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import miniclip
+import miniclip.functional as F
+from miniclip import Tensor
+from miniclip.autograd import conv_ops, nn_ops, switch
+from miniclip.fast import parallel
+from miniclip.fast import conv_ops as fast_conv_ops
+from miniclip.fast import nn_ops as fast_nn_ops
+from miniclip.loss import clip_loss
+from miniclip.model import CLIP, get_config
+from miniclip.bench.workloads import random_batch
+from miniclip.optim import AdamW, clip_grad_norm, param_groups_for_weight_decay
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def environment_choice():
+    """Each test starts from the environment's choice of tier and leaves it so."""
+    switch.use_plain(None)
+    yield
+    switch.use_plain(None)
+
+
+def train(flat, steps=3, clip=None, state=None, dtype=np.float32, first=0):
+    """`steps` AdamW steps of a micro CLIP, forward and backward by the fast ops;
+    flat: the fast tier's flat AdamW step, else the plain per-parameter one."""
+    switch.use_plain(False)
+    config = get_config("micro")
+    model = CLIP(config, seed=0).astype(dtype)
+    optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-2, betas=(0.9, 0.98),
+                      eps=1e-6)
+    if state is not None:
+        model.load_state_dict(state[0])
+        optimizer.load_state_dict(state[1])
+    for step in range(first, first + steps):
+        images, ids = random_batch(config, 6, seed=step)
+        loss = clip_loss(*model(images.astype(dtype), ids))
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            clip_grad_norm(model.parameters(), clip)
+        if flat:
+            optimizer.step()
+        else:
+            with miniclip.plain_ops():
+                optimizer.step()
+    return model, optimizer
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flat_adamw_equals_the_per_parameter_update_bit_for_bit(dtype):
+    flat_model, flat_opt = train(True, clip=0.5, dtype=dtype)
+    each_model, each_opt = train(False, clip=0.5, dtype=dtype)
+    assert flat_opt.flat is not None and flat_opt.flat.intact() and each_opt.flat is None
+    for (name, a), b in zip(flat_model.state_dict().items(), each_model.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    flat_state, each_state = flat_opt.state_dict(), each_opt.state_dict()
+    assert flat_state.keys() == each_state.keys()
+    for key in flat_state:
+        np.testing.assert_array_equal(flat_state[key], each_state[key], err_msg=key)
+
+
+def test_parameters_are_views_of_one_array_and_resume_is_exact():
+    model, optimizer = train(True, steps=2)
+    flat = optimizer.flat
+    assert all(p.data.base is flat.data for p in model.parameters())
+    saved = (model.state_dict(), optimizer.state_dict())
+    resumed, resumed_opt = train(True, steps=1, first=2, state=saved)
+    straight, _ = train(True, steps=3)
+    assert resumed_opt.steps == 3
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_a_parameter_without_gradient_falls_back_and_is_left_alone():
+    model, optimizer = train(True, steps=1)
+    frozen = model.logit_scale
+    before = frozen.data.copy()
+    config = get_config("micro")
+    images, ids = random_batch(config, 6, seed=9)
+    loss = clip_loss(*model(images, ids))
+    optimizer.zero_grad()
+    loss.backward()
+    frozen.grad = None                                   # as if it had no gradient
+    optimizer.step()                                     # the per-parameter update runs
+    np.testing.assert_array_equal(frozen.data, before)
+    assert optimizer.flat.intact()                       # and the flat buffers stay in use
+
+
+def test_assigning_param_data_keeps_the_flat_update_and_its_numbers():
+    """A new `param.data` (as Module.to or a user's assignment makes) is packed again."""
+    model, optimizer = train(True, steps=1)
+    reference, reference_opt = train(True, steps=1)
+    config = get_config("micro")
+    for m, opt in ((model, optimizer), (reference, reference_opt)):
+        if m is model:
+            for param in m.parameters():
+                param.data = param.data.copy()           # the old flat views are no longer used
+        images, ids = random_batch(config, 6, seed=1)
+        loss = clip_loss(*m(images, ids))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert optimizer.flat.intact()
+    assert all(p.data.base is optimizer.flat.data for p in model.parameters())
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_thread_pool_gives_identical_results(monkeypatch, threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 70, 32)).astype(np.float32)     # above MIN_ELEMENTS
+    w, b = rng.standard_normal(32).astype(np.float32), rng.standard_normal(32).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+
+    def run():
+        outs = []
+        for fn in (F.quick_gelu, F.softmax, lambda t: F.layer_norm(t, w, b)):
+            t = Tensor(x, requires_grad=True)
+            y = fn(t)
+            y.backward(g)
+            outs += [y.data, t.grad]
+        return outs
+
+    before = parallel.num_threads()
+    monkeypatch.setenv("MINICLIP_THREADS", "1")
+    parallel.set_num_threads(None)
+    reference = run()
+    monkeypatch.setenv("MINICLIP_THREADS", threads)
+    parallel.set_num_threads(None)
+    assert parallel.num_threads() == int(threads)
+    results = run()
+    parallel.set_num_threads(before)
+    for a, b2 in zip(reference, results):
+        np.testing.assert_array_equal(a, b2)
+
+
+def test_bad_thread_count_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("MINICLIP_THREADS", "two")
+    with pytest.raises(ValueError, match="MINICLIP_THREADS"):
+        parallel.threads_from_environment()
+
+
+def test_row_blocks_cover_every_row_once():
+    blocks = parallel.row_blocks(1000, 1000 * 77, block_elements=5000)
+    rows = np.concatenate([np.arange(1000)[r] for r in blocks])
+    np.testing.assert_array_equal(rows, np.arange(1000))
+
+
+@pytest.mark.parametrize("busy, expected", [(2.0, 1), (1.2, 1), (0.4, 2), (0.0, 2)])
+def test_default_threads_leave_busy_cores_alone(monkeypatch, busy, expected):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel, "busy_cores_now", lambda: busy)
+    assert parallel.idle_cores() == expected
+
+
+@pytest.mark.parametrize("load, expected", [(13.0, 1), (2.2, 1), (1.0, 2), (0.1, 2)])
+def test_without_proc_stat_the_load_average_decides(monkeypatch, load, expected):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel, "busy_cores_now", lambda: None)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, load, load))
+    assert parallel.idle_cores() == expected
+
+
+def test_busy_cores_read_from_proc_stat(monkeypatch, tmp_path):
+    """Two samples of /proc/stat: cpu0 busy 3/4 of the interval, cpu1 idle, cpu2 not ours."""
+    samples = iter([
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0\ncpu1 0 0 0 200 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\n",
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 170 0 0 110 0 0 0 20\ncpu1 0 0 0 300 0 0 0 0\ncpu2 99 0 0 1 0 0 0 0\n",
+    ])
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/stat":
+            target = tmp_path / "stat"
+            target.write_text(next(samples))
+            return real_open(target, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel.time, "sleep", lambda seconds: None)
+    assert parallel.busy_cores_now() == pytest.approx(0.9)   # cpu0: (70 user + 20 steal) / 100
+
+
+def test_thread_count_from_the_environment_first(monkeypatch):
+    for name in ("MINICLIP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert parallel.threads_from_environment() == 3
+    monkeypatch.setenv("MINICLIP_THREADS", "1")
+    assert parallel.threads_from_environment() == 1
+    monkeypatch.delenv("MINICLIP_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert parallel.threads_from_environment() is None
+
+
+def test_the_thread_count_is_decided_once_and_not_at_import(monkeypatch):
+    code = ("import miniclip, miniclip.functional as F, numpy as np\n"
+            "from miniclip.fast import parallel\n"
+            "assert parallel._threads is None, 'decided at import'\n"
+            "F.softmax(np.ones((2, 3)))\n"
+            "print(parallel._threads)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO), "MINICLIP_THREADS": "2", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"
+    calls = []
+    monkeypatch.setattr(parallel, "threads_from_environment", lambda: calls.append(1) or 2)
+    monkeypatch.setattr(parallel, "_threads", None)
+    monkeypatch.setattr(parallel, "configure_blas", lambda threads: threads)
+    assert [parallel.num_threads() for _ in range(5)] == [2] * 5
+    assert calls == [1]                                  # the environment read once, not per call
+
+
+# ---- every fast op equals its plain op ----------------------------------------------------
+
+RNG = np.random.default_rng(3)
+X = RNG.standard_normal((300, 70, 32))            # above parallel.MIN_ELEMENTS: the pool runs
+W32, B32 = RNG.standard_normal(32), RNG.standard_normal(32)
+Q, K, V = (RNG.standard_normal((4, 3, 60, 16)) for _ in range(3))
+CAUSAL = np.triu(np.full((60, 60), -np.inf), k=1)
+IMAGES = RNG.standard_normal((3, 8, 9, 9))
+POINTWISE = RNG.standard_normal((5, 8, 1, 1))
+
+# (name, plain class, fast class, differentiable inputs, constants, bit-identical?)
+OPS = [
+    ("softmax", nn_ops.Softmax, fast_nn_ops.Softmax, [X], {}, True),
+    ("softmax_axis0", nn_ops.Softmax, fast_nn_ops.Softmax, [X[:, :3]], {"axis": 0}, True),
+    ("layer_norm", nn_ops.LayerNorm, fast_nn_ops.LayerNorm, [X, W32, B32], {}, False),
+    ("quick_gelu", nn_ops.QuickGELU, fast_nn_ops.QuickGELU, [X], {}, True),
+    ("linear", nn_ops.Linear, fast_nn_ops.Linear, [X[:20], RNG.standard_normal((7, 32)), RNG.standard_normal(7)], {}, False),
+    ("attention", nn_ops.ScaledDotProductAttention, fast_nn_ops.ScaledDotProductAttention, [Q, K, V], {}, True),
+    ("attention_causal", nn_ops.ScaledDotProductAttention, fast_nn_ops.ScaledDotProductAttention,
+     [Q, K, V], {"mask": CAUSAL}, True),
+    ("conv2d_pointwise", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, POINTWISE, RNG.standard_normal(5)], {}, False),
+    ("conv2d_3x3", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, RNG.standard_normal((5, 8, 3, 3))],
+     {"padding": 1}, True),
+]
+
+
+@pytest.mark.parametrize("name, plain, fast, arrays, constants, identical", OPS, ids=[c[0] for c in OPS])
+def test_fast_op_equals_plain_op(name, plain, fast, arrays, constants, identical):
+    results = []
+    for cls in (plain, fast):
+        inputs = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+        out = cls.apply(*inputs, **constants)
+        assert type(out.grad_fn) is cls and repr(out.grad_fn) == f"<{plain.__name__}>"
+        out.backward(np.random.default_rng(1).standard_normal(out.shape))
+        results.append([out.data] + [t.grad for t in inputs])
+    for a, b in zip(*results):
+        if identical:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+
+
+def test_every_fast_op_is_registered_under_its_plain_name():
+    fast_ops = {fast for _, _, fast, *_ in OPS}
+    for cls in fast_ops:
+        assert switch._fast[cls.__name__] is cls
+    assert set(switch._fast) == {cls.__name__ for cls in fast_ops} | {"AdamW.step"}
+
+
+def test_one_clip_step_gives_the_same_loss_and_gradients_in_both_tiers():
+    config = get_config("micro")
+    images, ids = random_batch(config, 6, seed=0)
+    results = []
+    for plain in (True, False):
+        switch.use_plain(plain)
+        model = CLIP(config, seed=0).astype(np.float64)
+        loss = clip_loss(*model(images.astype(np.float64), ids))
+        loss.backward()
+        results.append([loss.data] + [p.grad for p in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# ---- the switch ---------------------------------------------------------------------------
+
+def test_the_switch_by_function_and_context_manager():
+    switch.use_plain(False)
+    assert switch.op(nn_ops.LayerNorm) is fast_nn_ops.LayerNorm
+    assert switch.op(nn_ops.GELU) is nn_ops.GELU                # no fast version: the plain one
+    t = Tensor(X[:2], requires_grad=True)
+    assert type(F.layer_norm(t, W32, B32).grad_fn) is fast_nn_ops.LayerNorm
+    with miniclip.plain_ops():
+        assert switch.op(nn_ops.LayerNorm) is nn_ops.LayerNorm
+        assert type(F.layer_norm(t, W32, B32).grad_fn) is nn_ops.LayerNorm
+        assert switch.fast_version("AdamW.step") is None
+    assert switch.op(nn_ops.LayerNorm) is fast_nn_ops.LayerNorm
+    miniclip.use_plain(True)
+    assert switch.op(nn_ops.Softmax) is nn_ops.Softmax
+    miniclip.use_plain(False)
+    assert switch.op(nn_ops.Softmax) is fast_nn_ops.Softmax
+
+
+@pytest.mark.parametrize("value, plain", [("1", True), ("0", False), ("", False)])
+def test_the_switch_by_environment(monkeypatch, value, plain):
+    monkeypatch.setenv("MINICLIP_PLAIN", value)
+    switch.use_plain(None)
+    assert (switch.op(nn_ops.QuickGELU) is nn_ops.QuickGELU) == plain
+    assert (switch.fast_version("AdamW.step") is None) == plain
+
+
+def test_a_debugger_gets_the_plain_ops_and_one_notice(monkeypatch, capsys):
+    """A trace function (what pdb, VS Code and PyCharm set) selects the plain tier."""
+    switch.use_plain(False)
+    monkeypatch.setattr(switch, "_told", False)
+    picked = []
+    previous = sys.gettrace()
+
+    def tracer(frame, event, arg):
+        return None
+    sys.settrace(tracer)
+    try:
+        for _ in range(3):
+            picked.append(switch.op(nn_ops.LayerNorm))
+            picked.append(type(F.softmax(Tensor(X[:2], requires_grad=True)).grad_fn))
+        step = switch.fast_version("AdamW.step")
+    finally:
+        sys.settrace(previous)
+    assert picked == [nn_ops.LayerNorm, nn_ops.Softmax] * 3 and step is None
+    assert capsys.readouterr().err.count("debugger attached") == 1
+    if previous is None:                                        # not under coverage or a debugger
+        assert switch.op(nn_ops.LayerNorm) is fast_nn_ops.LayerNorm
+
+
+def test_asking_for_plain_prints_no_notice(monkeypatch, capsys):
+    switch.use_plain(True)
+    monkeypatch.setattr(switch, "_told", False)
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: None)
+    try:
+        switch.op(nn_ops.LayerNorm)
+    finally:
+        sys.settrace(previous)
+    assert "debugger" not in capsys.readouterr().err
+
+
+def test_the_plain_tier_imports_nothing_from_the_fast_tier():
+    plain = list((REPO / "miniclip" / "autograd").glob("*.py")) + list((REPO / "miniclip" / "nn").glob("*.py"))
+    plain += [REPO / "miniclip" / name for name in ("optim.py", "functional.py", "backend.py")]
+    for path in plain:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(name.startswith("miniclip.fast") for name in names), path
+
+
+def test_a_debugger_registered_with_sys_monitoring_gets_the_plain_ops(monkeypatch, capsys):
+    """Python 3.12+ debuggers may use sys.monitoring instead of a trace function."""
+    switch.use_plain(False)
+    monkeypatch.setattr(switch, "_told", False)
+    monkeypatch.setattr(switch, "debugger_attached", lambda: True)
+    assert switch.op(nn_ops.QuickGELU) is nn_ops.QuickGELU
+    assert switch.fast_version("AdamW.step") is None
+    assert capsys.readouterr().err.count("debugger attached") == 1
