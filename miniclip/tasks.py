@@ -42,13 +42,15 @@ class Task:
     pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
 
 
-def make_task(dataset, seed=0, image_size=32, train_size=None, train=True):
-    """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH."""
+def make_task(dataset, seed=0, image_size=32, train_size=None, train=True, csv_options=None):
+    """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH.
+
+    csv_options: for csv:PATH, CsvDataset's sep / img_key / caption_key (a dict)."""
     check_dataset(dataset)
     if dataset == "shapes":
         return shapes_task(seed, image_size, train_size, train)
     if dataset.startswith("csv:"):
-        return csv_task(dataset[len("csv:"):], image_size)
+        return csv_task(dataset[len("csv:"):], image_size, **(csv_options or {}))
     return cifar_task(dataset, train)
 
 
@@ -125,12 +127,17 @@ def cifar_task(dataset="cifar10", train=True):
                 ("test/class",), "zero_shot_accuracy", pairs)
 
 
-def csv_task(path, image_size=32):
+def csv_task(path, image_size=32, sep="\t", img_key="filepath", caption_key="title"):
     """A user's image-caption pairs: trains on the first 90 %, scores image->text
     and text->image recall@K on the last 10 % (no classes, so no zero-shot task)."""
     from miniclip.data.csv import CsvDataset
-    data = CsvDataset(path, image_size=image_size)
+    data = CsvDataset(path, image_size=image_size, sep=sep, img_key=img_key,
+                      caption_key=caption_key)
     n_test = max(1, len(data) // 10)                  # the last 10 % is held out
+    if len(data) < 2:
+        raise ValueError(f"{path}: {len(data)} readable pair: the last tenth (at least one "
+                         f"pair) is held out for evaluation, so none is left to train on; "
+                         f"list more pairs")
     images, texts = data.arrays(), list(data.texts)
 
     def evaluate(model, tokenizer, limit=None):

@@ -1,10 +1,21 @@
 """Round four of bad inputs (issue 24: data, tokenizer, images, evaluation, zero-shot) and
 retrieval recall with several captions per image (issue 26, item 1). Every test builds its
 bad input itself; the memory-bound ones run in a subprocess under RLIMIT_AS."""
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from miniclip.data.csv import CsvDataset
+from miniclip.data.loader import DataLoader
+from miniclip.data.transforms import to_8bit
 from miniclip.evaluate import recall_at_k
+from miniclip.tasks import make_task
 
 
 # ---- recall@K as CLIP_benchmark defines it --------------------------------------------
@@ -68,3 +79,126 @@ def test_recall_refuses_texts_without_a_pairing():
         recall_at_k(np.ones((3, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="every image needs at least one text"):
         recall_at_k(np.ones((3, 2)), np.ones((4, 2)), image_of_text=[0, 0, 1, 1])
+
+
+# ---- CSV / TSV files ----------------------------------------------------------------------
+
+def write_images(folder, count):
+    for k in range(count):
+        Image.new("RGB", (8, 8), (k * 5 % 256, 0, 0)).save(folder / f"{k}.png")
+
+
+def test_tsv_caption_starting_with_a_quote_keeps_every_row(tmp_path):
+    write_images(tmp_path, 40)
+    rows = [f'{k}.png\t"quoted" caption {k}' if k == 3 else f"{k}.png\tcaption {k}" for k in range(40)]
+    (tmp_path / "pairs.tsv").write_text("filepath\ttitle\n" + "\n".join(rows) + "\n")
+    ds = CsvDataset(tmp_path / "pairs.tsv", image_size=8)
+    assert len(ds) == 40 and ds.texts[3] == '"quoted" caption 3'   # was 6 pairs: rows swallowed
+
+
+def test_csv_uses_standard_quoting_and_a_bom_is_stripped(tmp_path):
+    write_images(tmp_path, 2)
+    text = '\ufefffilepath,title\n0.png,"a cat, asleep"\n1.png,"a ""dog"""\n'
+    (tmp_path / "pairs.csv").write_text(text, encoding="utf-8")
+    ds = CsvDataset(tmp_path / "pairs.csv", image_size=8, sep=",")
+    assert ds.texts == ["a cat, asleep", 'a "dog"']                 # was: no column 'filepath'
+
+
+@pytest.mark.parametrize("row, header", [("1.png", "filepath\ttitle"), ("1.png", "title\tfilepath"),
+                                         ("1.png\tx\ty", "filepath\ttitle")])
+def test_a_row_with_a_missing_or_extra_field_is_named_at_load(tmp_path, row, header):
+    write_images(tmp_path, 3)
+    first = "0.png\tok" if header.startswith("filepath") else "ok\t0.png"
+    (tmp_path / "pairs.tsv").write_text(f"{header}\n{first}\n{row}\n")
+    with pytest.raises(ValueError, match=r"pairs.tsv line 3: \d fields where the header has 2"):
+        CsvDataset(tmp_path / "pairs.tsv", image_size=8)   # was a TypeError, or one at evaluation
+
+
+def run_with_timeout(code, timeout=20, limit=None):
+    """Run Python code in a fresh process (under an address-space limit if given)."""
+    if limit:
+        code = (f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+                + code)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_fifo_or_a_folder_as_image_is_refused_without_hanging(tmp_path):
+    write_images(tmp_path, 1)
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    for name in ("pipe.png", "folder.png"):
+        (tmp_path / "pairs.tsv").write_text(f"filepath\ttitle\n0.png\tok\n{name}\tbad\n")
+        code = (f"from miniclip.data.csv import CsvDataset\n"
+                f"CsvDataset({str(tmp_path / 'pairs.tsv')!r}, image_size=8)\n")
+        try:
+            result = run_with_timeout(code, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name}: hangs")                           # was: the FIFO hung forever
+        assert f"line 3: the image {tmp_path / name} is" in result.stderr, result.stderr
+    with pytest.raises(ValueError, match="not a regular file"):
+        CsvDataset(tmp_path / "pipe.png")                           # the CSV itself a FIFO
+
+
+def test_bad_utf8_and_the_field_size_limit_name_the_file_and_line(tmp_path):
+    write_images(tmp_path, 2)
+    (tmp_path / "pairs.tsv").write_bytes(b"filepath\ttitle\n0.png\tok\n1.png\tcaf\xe9\n")
+    with pytest.raises(ValueError, match=r"pairs.tsv line 3: not valid UTF-8 \(byte 0xe9\)"):
+        CsvDataset(tmp_path / "pairs.tsv", image_size=8)
+    (tmp_path / "pairs.tsv").write_text("filepath\ttitle\n0.png\tok\n1.png\t" + "x" * 200_000 + "\n")
+    with pytest.raises(ValueError, match=r"pairs.tsv line 3: field larger than field limit"):
+        CsvDataset(tmp_path / "pairs.tsv", image_size=8)
+
+
+def test_a_tiny_csv_says_a_tenth_is_held_out(tmp_path):
+    write_images(tmp_path, 2)
+    (tmp_path / "one.tsv").write_text("filepath\ttitle\n0.png\ta\n")
+    with pytest.raises(ValueError, match="held out for evaluation, so none is left to train on"):
+        make_task(f"csv:{tmp_path / 'one.tsv'}")
+    (tmp_path / "two.tsv").write_text("filepath\ttitle\n0.png\ta\n1.png\tb\n")
+    task = make_task(f"csv:{tmp_path / 'two.tsv'}", image_size=8)
+    with pytest.raises(ValueError, match="holds back its last tenth"):
+        DataLoader(task.train_images, task.captions, len, batch_size=8)
+
+
+def test_csv_column_errors_name_the_cli_flags(tmp_path):
+    (tmp_path / "pairs.tsv").write_text("image\ttitle\n")
+    with pytest.raises(ValueError, match="Pass --csv-img-key with the right name"):
+        CsvDataset(tmp_path / "pairs.tsv")
+    (tmp_path / "comma.csv").write_text("filepath,title\n")
+    with pytest.raises(ValueError, match="pass --csv-sep ','"):
+        CsvDataset(tmp_path / "comma.csv")
+
+
+# ---- images: bounded in pixels before decoding ----------------------------------------------
+
+def write_big_16bit_png(path, side=12000):
+    """A PNG of side² 16-bit grey pixels, all zero: ~1 MB on disk, 288 MB as pixels."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(1)
+    block = b"\0" * (1 + 2 * side) * 200                             # 200 rows: filter byte + pixels
+    idat = b"".join([z.compress(block) for _ in range(side // 200)] + [z.flush()])
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)     # 16-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+
+
+def test_a_huge_16bit_png_in_a_csv_is_refused_from_its_header(tmp_path):
+    write_images(tmp_path, 1)
+    write_big_16bit_png(tmp_path / "big.png")
+    (tmp_path / "pairs.tsv").write_text("filepath\ttitle\n0.png\tok\nbig.png\thuge\n")
+    code = (f"from miniclip.data.csv import CsvDataset\n"
+            f"CsvDataset({str(tmp_path / 'pairs.tsv')!r}, image_size=8)\n")
+    result = run_with_timeout(code, limit=1 << 30)                   # was 2.6 GB
+    assert "line 3: the image" in result.stderr and "is too large (12000 x 12000): more than " \
+        "64,000,000 pixels" in result.stderr, result.stderr[-2000:]
+    assert "MemoryError" not in result.stderr and "DecompressionBomb" not in result.stderr
+
+
+def test_16bit_scaling_in_integers_equals_the_float_formula():
+    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    got = np.asarray(to_8bit(Image.fromarray(v)))                  # mode I;16
+    np.testing.assert_array_equal(got, np.clip(np.rint(v / 257.0), 0, 255).astype(np.uint8))
+    w = np.array([[-300, -1, 0, 128, 129, 70000]], dtype=np.int32)  # mode I: out of range clipped
+    np.testing.assert_array_equal(np.asarray(to_8bit(Image.fromarray(w))), [[0, 0, 0, 0, 1, 255]])
