@@ -16,6 +16,7 @@ from miniclip.data.loader import DataLoader
 from miniclip.data.transforms import to_8bit
 from miniclip.evaluate import recall_at_k
 from miniclip.tasks import make_task
+from miniclip.tokenizer import Tokenizer, tokenize, train_bpe
 
 
 # ---- recall@K as CLIP_benchmark defines it --------------------------------------------
@@ -115,7 +116,8 @@ def test_a_row_with_a_missing_or_extra_field_is_named_at_load(tmp_path, row, hea
 
 
 def run_with_timeout(code, timeout=20, limit=None):
-    """Run Python code in a fresh process (under an address-space limit if given)."""
+    """Run Python code in a fresh process (under an address-space limit if given); a hang
+    raises subprocess.TimeoutExpired (the test fails) instead of blocking the suite."""
     if limit:
         code = (f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
                 + code)
@@ -136,8 +138,8 @@ def test_a_fifo_or_a_folder_as_image_is_refused_without_hanging(tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail(f"{name}: hangs")                           # was: the FIFO hung forever
         assert f"line 3: the image {tmp_path / name} is" in result.stderr, result.stderr
-    with pytest.raises(ValueError, match="not a regular file"):
-        CsvDataset(tmp_path / "pipe.png")                           # the CSV itself a FIFO
+    code = f"from miniclip.data.csv import CsvDataset\nCsvDataset({str(tmp_path / 'pipe.png')!r})\n"
+    assert "pipe.png: not a regular file" in run_with_timeout(code).stderr   # the CSV itself a FIFO
 
 
 def test_bad_utf8_and_the_field_size_limit_name_the_file_and_line(tmp_path):
@@ -202,3 +204,91 @@ def test_16bit_scaling_in_integers_equals_the_float_formula():
     np.testing.assert_array_equal(got, np.clip(np.rint(v / 257.0), 0, 255).astype(np.uint8))
     w = np.array([[-300, -1, 0, 128, 129, 70000]], dtype=np.int32)  # mode I: out of range clipped
     np.testing.assert_array_equal(np.asarray(to_8bit(Image.fromarray(w))), [[0, 0, 0, 0, 1, 255]])
+
+
+# ---- tokenizer files and inputs -------------------------------------------------------------
+
+def test_a_merges_file_without_a_header_keeps_its_first_merge(tmp_path):
+    (tmp_path / "m.txt").write_text("a b\nab c\n")
+    assert Tokenizer.from_file(tmp_path / "m.txt").merges == [("a", "b"), ("ab", "c")]  # was [("ab", "c")]
+    (tmp_path / "openai.txt").write_text('"bpe_simple_vocab_16e6.txt#version: 0.2\na b\n')
+    assert Tokenizer.from_file(tmp_path / "openai.txt").merges == [("a", "b")]
+
+
+@pytest.mark.parametrize("body, match", [
+    ("a b\nab c\na b\n", "line 4: the merge 'a b' repeats line 2"),
+    ("a b\nabc d\n", "line 3: 'abc' is neither a byte nor made by an earlier merge"),
+    ("a b\nab\n", "line 3: expected 'left right'"),
+    ("a b\n\nab c\n", "line 3: expected 'left right'")])
+def test_duplicated_missing_or_malformed_merges_are_refused_by_line(tmp_path, body, match):
+    (tmp_path / "m.txt").write_text("#version: 0.2\n" + body)
+    with pytest.raises(ValueError, match=f"m.txt, {match}"):
+        Tokenizer.from_file(tmp_path / "m.txt")
+
+
+def test_merges_file_not_utf8_names_the_line(tmp_path):
+    (tmp_path / "m.txt").write_bytes(b"#version: 0.2\na b\n\xff c\n")
+    with pytest.raises(ValueError, match=r"m.txt, line 3: not valid UTF-8 \(byte 0xff\)"):
+        Tokenizer.from_file(tmp_path / "m.txt")
+
+
+def test_a_gzip_merges_bomb_is_refused_early(tmp_path):
+    """2 MB of gzip inflating to 2 GB of zeros (a valid file): refused after 16 MB, under 1 GB."""
+    chunk, n = b"\0" * (1 << 20), 2048
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)   # the same bytes each MB
+    crc = 0
+    for _ in range(n):
+        crc = zlib.crc32(chunk, crc)
+    (tmp_path / "bomb.txt.gz").write_bytes(
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + block * n + deflate.flush()
+        + struct.pack("<II", crc, (n << 20) & 0xFFFFFFFF))
+    code = (f"from miniclip.tokenizer import Tokenizer\n"
+            f"Tokenizer.from_file({str(tmp_path / 'bomb.txt.gz')!r})\n")
+    result = run_with_timeout(code, timeout=60, limit=1 << 30)         # was 2.2-5.7 GB
+    assert "bomb.txt.gz: more than 16,777,216 bytes of merges" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_fifo_merges_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    code = f"from miniclip.tokenizer import Tokenizer\nTokenizer.from_file({str(tmp_path / 'pipe')!r})\n"
+    assert "pipe: not a regular file" in run_with_timeout(code).stderr    # was: hung forever
+
+
+def test_truncate_does_not_encode_a_huge_word_in_full():
+    tok = Tokenizer.default()
+    word = "ab" * 100_000                                              # 200 KB, one piece
+    calls = []
+    original = tok._bpe
+
+    def spy(piece):
+        calls.append(len(piece))
+        return original(piece)
+    tok._bpe = spy
+    row = tokenize(word, truncate=True, tokenizer=tok)[0]
+    assert row[-1] == tok.eot_token and max(calls) <= 2 * 76 * tok.longest_token   # was 200,000
+
+
+def test_truncate_gives_the_same_ids_as_encoding_in_full():
+    tok = Tokenizer.default()
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghij kl"), size=int(n))) for n in rng.integers(1, 4000, 40)]
+    texts = words + ["a photo of a " + "very " * 30 + "big red circle.", "x" * 3000,
+                     "a red square on the left", "Größe " * 100, "!!!" * 500 + " 12345 " * 40]
+    for context in (5, 20, 77):
+        for text in texts:
+            full = [tok.sot_token] + tok.encode(text) + [tok.eot_token]   # today's path
+            if len(full) > context:
+                full = full[:context - 1] + [tok.eot_token]
+            expect = np.zeros(context, np.int64)
+            expect[:len(full)] = full
+            np.testing.assert_array_equal(tokenize(text, context, truncate=True, tokenizer=tok)[0],
+                                          expect)
+
+
+@pytest.mark.parametrize("texts, merges, match", [([], 100, "no words"), (["", "  "], 10, "no words"),
+                                                  (["a cat", "a cat"], -5, "num_merges=-5"),
+                                                  (["a cat"], 0, "num_merges=0")])
+def test_train_bpe_refuses_an_empty_corpus_or_a_bad_merge_count(texts, merges, match):
+    with pytest.raises(ValueError, match=match):
+        train_bpe(texts, merges)
