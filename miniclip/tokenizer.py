@@ -160,9 +160,9 @@ class Tokenizer:
     def from_file(cls, path, num_merges=None):
         """Read a merge file (gzip or plain text): an optional header line, then "left right" lines.
 
-        The first line is a header when it starts with '#' or holds '#version' (OpenAI's
-        is '"bpe_simple_vocab_16e6.txt#version: 0.2', Hugging Face's '#version: 0.2');
-        otherwise the merges start at line 1. num_merges: how many merge lines to use
+        The first line is a header when it holds '#version' (OpenAI's is
+        '"bpe_simple_vocab_16e6.txt#version: 0.2', Hugging Face's and miniclip's
+        '#version: 0.2 ...'); otherwise the merges start at line 1 (a merge may be '# #'). num_merges: how many merge lines to use
         (OpenAI's own file: 48894, which `Tokenizer.openai()` passes); None uses them all.
         A line that is not two symbols, a merge listed twice, or a symbol that is neither
         a byte nor made by an earlier merge (a line missing above it) is refused, naming
@@ -177,7 +177,7 @@ class Tokenizer:
             raise ValueError(f"{path}, line {line}: not valid UTF-8 (byte {raw[err.start]:#04x}); "
                              "a merges file is UTF-8 text") from None
         lines = text.split("\n")
-        first = 1 if lines[0].startswith("#") or "#version" in lines[0] else 0  # the header
+        first = 1 if "#version" in lines[0] else 0  # a header line, not a merge
         numbered = list(enumerate(lines, start=1))[first:]  # (line number, line)
         if num_merges is None:
             while numbered and not numbered[-1][1].strip():

@@ -1,20 +1,28 @@
 """Round four of bad inputs (issue 24: data, tokenizer, images, evaluation, zero-shot) and
 retrieval recall with several captions per image (issue 26, item 1). Every test builds its
 bad input itself; the memory-bound ones run in a subprocess under RLIMIT_AS."""
+import dataclasses
 import os
 import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from miniclip import tasks as tasks_module
+from miniclip import tokenizer as tk
+from miniclip.checkpoint import save_checkpoint
+from miniclip.cli import error_message, main
 from miniclip.data.csv import CsvDataset
 from miniclip.data.loader import DataLoader
 from miniclip.data.transforms import to_8bit
+from miniclip.download import DownloadError
 from miniclip.evaluate import recall_at_k
+from miniclip.model import CLIP, get_config
 from miniclip.tasks import make_task
 from miniclip.tokenizer import Tokenizer, tokenize, train_bpe
 
@@ -292,3 +300,126 @@ def test_truncate_gives_the_same_ids_as_encoding_in_full():
 def test_train_bpe_refuses_an_empty_corpus_or_a_bad_merge_count(texts, merges, match):
     with pytest.raises(ValueError, match=match):
         train_bpe(texts, merges)
+
+
+# ---- zero-shot, eval and tokenize on the command line ---------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A micro model's checkpoint (random weights, miniclip's vocabulary) and a small image."""
+    folder = tmp_path_factory.mktemp("zs")
+    tokenizer = Tokenizer.default()
+    model = CLIP(dataclasses.replace(get_config("micro"), vocab_size=len(tokenizer)), seed=0)
+    save_checkpoint(folder / "checkpoint.npz", model,
+                    meta={"config": {"dataset": "shapes", "seed": 0},
+                          "model": dataclasses.asdict(model.config),
+                          "tokenizer_merges": tokenizer.merges})
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "red.png")
+    return folder
+
+
+def one_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[0].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    return err[0]
+
+
+@pytest.mark.parametrize("template", ["a photo", "a {} and {}", "a {0}.", "a {name}"])
+def test_zeroshot_template_needs_exactly_one_placeholder(checkpoint, capsys, template):
+    args = ["zeroshot", "--checkpoint", str(checkpoint / "checkpoint.npz"), str(checkpoint / "red.png"),
+            "--labels", "red,blue", "--template", template]
+    assert main(args) == 2                              # was a uniform 50 % (33.33 % with 3) or a traceback
+    assert "must hold exactly one {}" in one_error(capsys)
+
+
+def test_zeroshot_empty_and_repeated_labels(checkpoint, capsys):
+    base = ["zeroshot", "--checkpoint", str(checkpoint / "checkpoint.npz"), str(checkpoint / "red.png")]
+    assert main(base + ["--labels", " , ,"]) == 2       # was "need at least one array to concatenate"
+    assert "--labels ' , ,': no label" in one_error(capsys)
+    assert main(base + ["--labels", "red,blue,red"]) == 0
+    captured = capsys.readouterr()
+    assert "'red' more than once" in captured.err and captured.out.count(" red: ") == 1
+
+
+def test_zeroshot_image_errors_take_the_error_path(checkpoint, capsys):
+    (checkpoint / "text.png").write_text("not an image")
+    base = ["zeroshot", "--checkpoint", str(checkpoint / "checkpoint.npz"), "--labels", "a,b"]
+    assert main(base + [str(checkpoint / "text.png")]) == 2    # was exit 1 without "error:"
+    assert f"cannot read the image {checkpoint / 'text.png'}" in one_error(capsys)
+    assert main(base + [str(checkpoint / "missing.png")]) == 2
+    assert one_error(capsys) == f"error: no such file or folder: {checkpoint / 'missing.png'}"
+
+
+def test_zeroshot_huge_png_and_fifo_are_refused(checkpoint):
+    write_big_16bit_png(checkpoint / "big.png")
+    os.mkfifo(checkpoint / "pipe.png")
+    for name, expect in (("big.png", "is too large (12000 x 12000)"), ("pipe.png", "not a regular file")):
+        code = ("import sys\nfrom miniclip.cli import main\n"
+                f"sys.exit(main(['zeroshot', '--checkpoint', {str(checkpoint / 'checkpoint.npz')!r}, "
+                f"{str(checkpoint / name)!r}, '--labels', 'a,b']))\n")
+        result = run_with_timeout(code, timeout=60, limit=3 << 29)   # 1.5 GB; the PNG took 2.6 GB
+        assert result.returncode == 2 and expect in result.stderr, result.stderr[-2000:]
+
+
+def test_zeroshot_refuses_non_finite_scores(checkpoint, capsys):
+    tokenizer = Tokenizer.default()
+    model = CLIP(dataclasses.replace(get_config("micro"), vocab_size=len(tokenizer)), seed=0)
+    next(iter(model.parameters())).data[...] = np.nan
+    save_checkpoint(checkpoint / "nan.npz", model, meta={"model": dataclasses.asdict(model.config),
+                                                          "tokenizer_merges": tokenizer.merges})
+    code = main(["zeroshot", "--checkpoint", str(checkpoint / "nan.npz"), str(checkpoint / "red.png"),
+                 "--labels", "a,b,c"])
+    out = capsys.readouterr()
+    assert code == 2 and "nan%" not in out.out                 # was "nan%" for every label
+    assert out.err.startswith("error: ") and ("NaN" in out.err or "non-finite" in out.err)
+
+
+def test_eval_prints_percentages(checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(tasks_module, "shapes_task", lambda *a, **k: tasks_module.Task(
+        "shapes", None, None, None, lambda model, tok, limit=None: {"test/colour": 0.25, "top5": None},
+        ("test/colour",), "test/colour", None))
+    assert main(["eval", "--checkpoint", str(checkpoint / "checkpoint.npz")]) == 0
+    assert "test/colour" in (out := capsys.readouterr().out) and "25.00 %" in out   # was 0.25 in JSON
+
+
+def test_tokenize_uses_the_builtin_vocabulary_by_default(capsys):
+    assert main(["tokenize", "a red circle"]) == 0             # was OpenAI's (a download)
+    assert str(Tokenizer.default().encode("a red circle")) in capsys.readouterr().out
+
+
+def test_the_download_advice_is_given_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(tk, "find_asset", lambda name: None)
+    monkeypatch.setenv("MINICLIP_CACHE", str(tmp_path))
+    monkeypatch.setattr(tk, "OPENAI_VOCAB_URL", (tmp_path / "nowhere.gz").as_uri())
+    with pytest.raises(DownloadError) as err:
+        tk.openai_vocab_path()
+    assert str(err.value).count("MINICLIP_ASSETS") == 1, str(err.value)
+
+
+# ---- out-of-memory messages -----------------------------------------------------------------
+
+def test_out_of_memory_while_reading_a_file_names_it(tmp_path, monkeypatch):
+    (tmp_path / "pairs.tsv").write_text("filepath\ttitle\n")
+
+    def no_memory(self):
+        raise MemoryError()
+    monkeypatch.setattr(Path, "read_bytes", no_memory)
+    with pytest.raises(MemoryError) as err:
+        CsvDataset(tmp_path / "pairs.tsv")
+    line = error_message(err.value)
+    assert "pairs.tsv" in line and "--batch-size" not in line      # was "try a smaller --batch-size"
+    assert "--batch-size" in error_message(MemoryError())             # an allocation: the batch
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+def test_long_captions_do_not_make_a_huge_similarity_plot(tmp_path):
+    code = ("import numpy as np\nimport matplotlib\nmatplotlib.use('Agg')\nfrom PIL import Image\n"
+            "from miniclip import viz\n"
+            f"path = {str(tmp_path / 'similarity.png')!r}\n"
+            "viz.similarity_matrix(np.eye(2), ['x' * 100_000, 'y\\n' * 1000], path)\n"
+            "print(Image.open(path).size)\n")
+    result = run_with_timeout(code, timeout=120, limit=3 << 29)      # was 700,072 px wide, 1.4 GB
+    assert result.returncode == 0, result.stderr[-2000:]
+    width, height = eval(result.stdout)
+    assert width < 2000 and height < 2000
