@@ -519,8 +519,9 @@ def train_bpe(texts, num_merges, min_frequency=2, verbose=False):
     """
     if isinstance(texts, str):
         raise TypeError("train_bpe() takes a list of strings, not a single string")
-    if isinstance(num_merges, bool) or not isinstance(num_merges, (int, np.integer)) or num_merges < 1:
-        raise ValueError(f"train_bpe(): num_merges={num_merges!r} must be an integer >= 1")
+    if isinstance(num_merges, bool) or not isinstance(num_merges, (int, np.integer)) or num_merges < 0:
+        raise ValueError(f"train_bpe(): num_merges={num_merges!r} must be an integer >= 0 "
+                         "(0: bytes only)")
     piece_counts = Counter()
     for text in texts:
         if not isinstance(text, str):

@@ -2,6 +2,7 @@
 retrieval recall with several captions per image (issue 26, item 1). Every test builds its
 bad input itself; the memory-bound ones run in a subprocess under RLIMIT_AS."""
 import dataclasses
+import gzip
 import os
 import struct
 import subprocess
@@ -296,10 +297,11 @@ def test_truncate_gives_the_same_ids_as_encoding_in_full():
 
 @pytest.mark.parametrize("texts, merges, match", [([], 100, "no words"), (["", "  "], 10, "no words"),
                                                   (["a cat", "a cat"], -5, "num_merges=-5"),
-                                                  (["a cat"], 0, "num_merges=0")])
+                                                  (["a cat"], 2.5, "num_merges=2.5")])
 def test_train_bpe_refuses_an_empty_corpus_or_a_bad_merge_count(texts, merges, match):
     with pytest.raises(ValueError, match=match):
         train_bpe(texts, merges)
+    assert train_bpe(["a cat", "a cat"], 0).merges == []                # 0 merges: bytes only, allowed
 
 
 # ---- zero-shot, eval and tokenize on the command line ---------------------------------------
@@ -423,3 +425,13 @@ def test_long_captions_do_not_make_a_huge_similarity_plot(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     width, height = eval(result.stdout)
     assert width < 2000 and height < 2000
+
+
+def test_a_truncated_or_damaged_gzip_merges_file_is_one_line(tmp_path):
+    data = gzip.compress(b"#version: 0.2\n" + b"a b\n" * 1000)
+    (tmp_path / "cut.gz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.gz: the gzip data ends early"):   # was an EOFError
+        Tokenizer.from_file(tmp_path / "cut.gz")
+    (tmp_path / "bad.gz").write_bytes(data[:12] + b"\xff" * 20 + data[32:])
+    with pytest.raises(ValueError, match="bad.gz: damaged gzip data"):
+        Tokenizer.from_file(tmp_path / "bad.gz")
