@@ -435,3 +435,15 @@ def test_a_truncated_or_damaged_gzip_merges_file_is_one_line(tmp_path):
     (tmp_path / "bad.gz").write_bytes(data[:12] + b"\xff" * 20 + data[32:])
     with pytest.raises(ValueError, match="bad.gz: damaged gzip data"):
         Tokenizer.from_file(tmp_path / "bad.gz")
+
+
+def test_a_huge_png_in_a_cifar_image_folder_is_refused_from_its_header(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / split / "cat" / "a.png")
+    write_big_16bit_png(tmp_path / "train" / "cat" / "big.png")
+    code = ("from miniclip.data.cifar import CIFAR10_CLASSES, read_image_folder\n"
+            f"read_image_folder({str(tmp_path)!r}, CIFAR10_CLASSES)\n")
+    result = run_with_timeout(code, limit=1 << 30)                   # was 2.6 GB before the size check
+    assert "train/cat/big.png is 12000x12000, CIFAR images are 32x32" in result.stderr, \
+        result.stderr[-2000:]
