@@ -234,7 +234,8 @@ def _zeroshot(args):
     from miniclip.evaluate import encode_images, encode_texts
     from miniclip.data.transforms import ImageRefusedError, Preprocess, open_image
     template = args.template
-    if template.count("{}") != 1 or "{" in template.replace("{}", "") or "}" in template.replace("{}", ""):
+    rest = template.replace("{}", "", 1)  # with its one placeholder taken out: no braces left
+    if "{}" not in template or "{" in rest or "}" in rest:
         raise ValueError(f"--template {template!r}: must hold exactly one {{}} (where each label "
                          "goes) and no other braces, e.g. 'a photo of a {}.'")
     labels = [s.strip() for s in args.labels.split(",") if s.strip()]
@@ -265,7 +266,7 @@ def _zeroshot(args):
                 raise                          # its message names the file
             raise ValueError(f"cannot read the image {path}: {err}") from None
         except MemoryError:
-            err = MemoryError(f"decoding the image {path} ran out of memory; shrink it")
+            err = MemoryError(f"decoding the image {path} needs more memory than is free; shrink it")
             err.filename = path
             raise err from None
         logits = scale * encode_images(model, pixels) @ text_features.T      # (1, L)

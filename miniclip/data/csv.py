@@ -113,8 +113,8 @@ class CsvDataset:
                 self.skipped.append(str(file))
                 continue
             except MemoryError:
-                err = MemoryError(f"{self.path} line {line}: decoding the image {file} ran "
-                                  f"out of memory; shrink it")
+                err = MemoryError(f"{self.path} line {line}: decoding the image {file} needs "
+                                  f"more memory than is free; shrink it")
                 err.filename = str(file)
                 raise err from None
             images.append(np.asarray(image))
