@@ -101,6 +101,7 @@ def _parser():
     e.add_argument("--linear-probe", action="store_true",
                    help="also fit a logistic regression on frozen image features (CIFAR)")
     e.add_argument("--probe-train-size", type=int, default=10000)
+    e.add_argument("--json", action="store_true", help="print the raw result (fractions) as JSON")
 
     z = sub.add_parser("zeroshot", help="classify images by text labels", epilog=ZEROSHOT_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -118,7 +119,9 @@ def _parser():
     k = sub.add_parser("tokenize", help="encode text, or train miniclip's own vocabulary",
                        allow_abbrev=False)
     k.add_argument("text", nargs="*", help="text to encode")
-    k.add_argument("--vocab", default="openai", help="openai | miniclip | PATH")
+    k.add_argument("--vocab", default="miniclip",
+                   help="miniclip (the built-in vocabulary of models trained here) | openai | "
+                        "PATH (default: %(default)s)")
     k.add_argument("--train", action="store_true",
                    help="learn miniclip's shipped vocabulary from shapes captions and CIFAR prompts")
     k.add_argument("--out", help="where --train writes (default: miniclip/data/miniclip_bpe.txt.gz)")
@@ -217,16 +220,45 @@ def _eval(args):
         result["linear_probe"] = linear_probe(encode_images(model, train_images[:n]),
                                               train_labels[:n],
                                               encode_images(model, test_images), test_labels)
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_evaluation(result)
     return 0
+
+
+def _print_evaluation(result):
+    """eval's result in percentages, as train's summary prints them."""
+    for key, value in result.items():
+        if isinstance(value, float):
+            print(f"  {key:28s} {100 * value:6.2f} %")
+    if "per_class" in result:
+        print("  per class: " + ", ".join(f"{name} {100 * v:.1f} %"
+                                          for name, v in result["per_class"].items()))
+    if "linear_probe" in result:
+        probe = result["linear_probe"]
+        print(f"  {'linear_probe':28s} {100 * probe['accuracy']:6.2f} % (l2 {probe['l2']:g}, "
+              f"validation {100 * probe['val_accuracy']:.2f} %)")
 
 
 def _zeroshot(args):
     import numpy as np
-    from PIL import Image
     from miniclip.evaluate import encode_images, encode_texts
-    from miniclip.data.transforms import Preprocess
+    from miniclip.data.transforms import ImageRefusedError, Preprocess, open_image
+    template = args.template
+    rest = template.replace("{}", "", 1)  # with its one placeholder taken out: no braces left
+    if "{}" not in template or "{" in rest or "}" in rest:
+        raise ValueError(f"--template {template!r}: must hold exactly one {{}} (where each label "
+                         "goes) and no other braces, e.g. 'a photo of a {}.'")
     labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+    if not labels:
+        raise ValueError(f"--labels {args.labels!r}: no label; give comma-separated class "
+                         "names, e.g. --labels 'a dog,a cat'")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        print(f"note: --labels lists {', '.join(map(repr, repeated))} more than once; each "
+              "label is scored once", file=sys.stderr)
+        labels = list(dict.fromkeys(labels))          # first occurrences, in order
     if args.checkpoint.endswith(".npz"):
         from miniclip.checkpoint import model_from_checkpoint
         model, tokenizer, _ = model_from_checkpoint(args.checkpoint)
@@ -235,15 +267,24 @@ def _zeroshot(args):
         model, _ = load(args.checkpoint)
         tokenizer = read_hf_tokenizer(args.checkpoint)     # the folder's vocab.json + merges.txt; None: OpenAI's
     preprocess = Preprocess(model.config.image_resolution)
-    text_features = encode_texts(model, [args.template.format(l) for l in labels], tokenizer)
+    text_features = encode_texts(model, [template.format(l) for l in labels], tokenizer)
     scale = float(np.exp(model.logit_scale.item()))
     for path in args.images:
         try:
-            image = Image.open(path)
-            pixels = preprocess(image)[None]
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"cannot read image {path}: {err}")
+            with open_image(path) as image:    # refuses FIFOs, folders, > MAX_PIXELS pixels
+                pixels = preprocess(image)[None]
+        except (OSError, SyntaxError, ValueError) as err:
+            if isinstance(err, ImageRefusedError) or getattr(err, "filename", None):
+                raise                          # its message names the file
+            raise ValueError(f"cannot read the image {path}: {err}") from None
+        except MemoryError:
+            err = MemoryError(f"decoding the image {path} needs more memory than is free; shrink it")
+            err.filename = path
+            raise err from None
         logits = scale * encode_images(model, pixels) @ text_features.T      # (1, L)
+        if not np.isfinite(logits).all():
+            raise ValueError(f"{args.checkpoint}: the model gives non-finite (NaN or Inf) "
+                             f"scores for {path}; its weights may hold NaN or Inf")
         probs = np.exp(logits - logits.max())
         probs = (probs / probs.sum())[0]
         print(f"\n{path}: top predictions")
@@ -310,6 +351,8 @@ def error_message(err):
     if isinstance(err, KeyError) and len(err.args) == 1 and not (
             isinstance(err.args[0], str) and " " in err.args[0]):
         return f"missing entry {err.args[0]!r} (the file or settings lack it)"
+    if isinstance(err, MemoryError) and getattr(err, "filename", None):  # a reader names its file
+        return f"out of memory: {err}"
     if isinstance(err, MemoryError):
         return "out of memory" + (f": {err}" if str(err) else "") + " (try a smaller --batch-size or model)"
     text = str(err) if not isinstance(err, KeyError) else err.args[0]

@@ -89,18 +89,43 @@ def zero_shot_accuracy(image_features, labels, classifier, topk=(1, 5)):
     return result
 
 
-def recall_at_k(image_features, text_features, ks=(1, 5, 10)):
-    """Retrieval recall@K both ways for aligned pairs (image i goes with text i).
+def recall_at_k(image_features, text_features, ks=(1, 5, 10), image_of_text=None):
+    """Retrieval recall@K both ways, as COCO / Flickr30k retrieval is scored (CLIP_benchmark).
 
-    image_features, text_features: (N, E) normalised.
+    image_features: (N, E) normalised; text_features: (T, E) normalised.
+    image_of_text: (T,) ints, the image each text describes (several texts may share
+    one image, every image needs at least one); None means text i goes with image i (T = N).
+    image->text R@K: the fraction of images with at least one of their texts among
+    their K most similar texts. text->image R@K: the fraction of texts whose image
+    is among their K most similar images.
+    A tie counts against the right answer: a wrong candidate scoring the same ranks
+    above it, so identical features (all scores equal) score 0, never 100 %; a NaN
+    score counts as a miss.
     Returns {'image_to_text_R@1': ..., 'text_to_image_R@1': ..., ...}.
     """
-    similarity = image_features @ text_features.T                     # (N, N)
-    n = len(similarity)
-    correct = similarity[np.arange(n), np.arange(n)]
-    # rank of the true partner = how many candidates score strictly higher
-    i2t_rank = (similarity > correct[:, None]).sum(axis=1)
-    t2i_rank = (similarity > correct[None, :]).sum(axis=0)
+    similarity = np.asarray(image_features) @ np.asarray(text_features).T   # (N, T)
+    n, t = similarity.shape
+    if image_of_text is None:
+        if n != t:
+            raise ValueError(f"recall_at_k: {n} images but {t} texts; pass image_of_text "
+                             "(the image index of each text) when they are not paired one to one")
+        image_of_text = np.arange(n)
+    image_of_text = np.asarray(image_of_text)
+    if (image_of_text.shape != (t,) or not np.issubdtype(image_of_text.dtype, np.integer)
+            or t and not 0 <= image_of_text.min() <= image_of_text.max() < n):
+        raise ValueError(f"recall_at_k: image_of_text must hold {t} image indices in "
+                         f"0..{n - 1}, got {image_of_text.dtype} {image_of_text.shape}")
+    if len(np.unique(image_of_text)) != n:
+        raise ValueError("recall_at_k: every image needs at least one text in image_of_text")
+    positive = np.zeros((n, t), dtype=bool)
+    positive[image_of_text, np.arange(t)] = True                      # (N, T): text j describes image i
+    # image -> text: the image's best-scoring own text; its rank = the wrong texts scoring
+    # at least as high (not-below, so a tie or a NaN counts against the right answer)
+    best = np.where(positive, similarity, -np.inf).max(axis=1)        # (N,)
+    i2t_rank = (~(similarity < best[:, None]) & ~positive).sum(axis=1)
+    # text -> image: its own image's score; rank = the other images scoring at least as high
+    correct = similarity[image_of_text, np.arange(t)]                 # (T,)
+    t2i_rank = (~(similarity < correct[None, :]) & ~positive).sum(axis=0)
     result = {}
     for k in ks:
         result[f"image_to_text_R@{k}"] = float((i2t_rank < k).mean())

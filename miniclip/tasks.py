@@ -128,13 +128,18 @@ def cifar_task(dataset="cifar10", train=True):
                 ("test/class",), "zero_shot_accuracy", pairs)
 
 
-def csv_task(path, image_size=32, **options):
+def csv_task(path, image_size=32, sep="\t", img_key="filepath", caption_key="title"):
     """A user's image-caption pairs: trains on the first 90 %, scores image->text
     and text->image recall@K on the last 10 % (no classes, so no zero-shot task).
-    options: CsvDataset's (sep, img_key, caption_key)."""
+    sep, img_key, caption_key: the separator and column names (OpenCLIP's defaults)."""
     from miniclip.data.csv import CsvDataset
-    data = CsvDataset(path, image_size=image_size, **options)
+    data = CsvDataset(path, image_size=image_size, sep=sep, img_key=img_key,
+                      caption_key=caption_key)
     n_test = max(1, len(data) // 10)                  # the last 10 % is held out
+    if len(data) < 2:
+        raise ValueError(f"{path}: {len(data)} readable pair: the last tenth (at least one "
+                         f"pair) is held out for evaluation, so none is left to train on; "
+                         f"list more pairs")
     images, texts = data.arrays(), list(data.texts)
 
     def evaluate(model, tokenizer, limit=None):

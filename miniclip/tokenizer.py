@@ -20,10 +20,14 @@ that is 49408 ids, start = 49406, end = 49407.
 Every step is OpenAI's `simple_tokenizer`, ftfy included, so the ids equal
 OpenAI's on all text.
 """
+import errno
 import gzip
 import heapq
 import html
+import os
 import re
+import stat
+import zlib
 from collections import Counter, OrderedDict, defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -147,36 +151,59 @@ class Tokenizer:
         self._no_merge = len(self.merges)  # a rank larger than every real one
         # id -> its bytes, for decode; `</w>` is plain ASCII and stays in the bytes.
         self._id_bytes = [bytes(CHAR_TO_BYTE[c] for c in token) for token in self.vocab]
+        self.longest_token = max(len(b) for b in self._id_bytes)  # bytes, </w> included
         self.clear_cache()
 
     # ---- construction -------------------------------------------------
 
     @classmethod
     def from_file(cls, path, num_merges=None):
-        """Read a merge file (gzip or plain text): a header line, then "left right" lines.
+        """Read a merge file (gzip or plain text): an optional header line, then "left right" lines.
 
-        num_merges: how many merge lines to use (OpenAI's own file: 48894,
-        which `Tokenizer.openai()` passes); None uses them all.
+        The first line is a header when it holds '#version' (OpenAI's is
+        '"bpe_simple_vocab_16e6.txt#version: 0.2', Hugging Face's and miniclip's
+        '#version: 0.2 ...'); otherwise the merges start at line 1 (a merge may be '# #'). num_merges: how many merge lines to use
+        (OpenAI's own file: 48894, which `Tokenizer.openai()` passes); None uses them all.
+        A line that is not two symbols, a merge listed twice, or a symbol that is neither
+        a byte nor made by an earlier merge (a line missing above it) is refused, naming
+        the file and line: each would silently shift the ids of every later merge.
         """
         path = Path(path)
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # the gzip magic number
-            raw = gzip.decompress(raw)
-        lines = raw.decode("utf-8").split("\n")[1:]  # line 0 is the header
+        raw = read_merges_bytes(path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise ValueError(f"{path}, line {line}: not valid UTF-8 (byte {raw[err.start]:#04x}); "
+                             "a merges file is UTF-8 text") from None
+        lines = text.split("\n")
+        first = 1 if "#version" in lines[0] else 0  # a header line, not a merge
+        numbered = list(enumerate(lines, start=1))[first:]  # (line number, line)
         if num_merges is None:
-            while lines and not lines[-1].strip():
-                lines.pop()
-        elif num_merges > len(lines):
-            raise ValueError(f"{path} holds {len(lines)} merge lines, fewer than "
+            while numbered and not numbered[-1][1].strip():
+                numbered.pop()
+        elif num_merges > len(numbered):
+            raise ValueError(f"{path} holds {len(numbered)} merge lines, fewer than "
                              f"num_merges={num_merges}")
         else:
-            lines = lines[:num_merges]
+            numbered = numbered[:num_merges]
+        known = set(BYTE_TO_CHAR.values()) | {c + END_OF_WORD for c in BYTE_TO_CHAR.values()}
+        seen = {}  # (left, right) -> its line
         merges = []
-        for number, line in enumerate(lines, start=2):
-            pair = line.split()
+        for number, line in numbered:
+            pair = tuple(line.split())
             if len(pair) != 2:
                 raise ValueError(f"{path}, line {number}: expected 'left right', got {line!r}")
-            merges.append(tuple(pair))
+            if pair in seen:
+                raise ValueError(f"{path}, line {number}: the merge {line!r} repeats line "
+                                 f"{seen[pair]}; remove the repeat")
+            for symbol in pair:
+                if symbol not in known:
+                    raise ValueError(f"{path}, line {number}: {symbol!r} is neither a byte nor "
+                                     "made by an earlier merge (is a merge line missing above?)")
+            known.add(pair[0] + pair[1])
+            seen[pair] = number
+            merges.append(pair)
         return cls(merges)
 
     @classmethod
@@ -224,19 +251,29 @@ class Tokenizer:
 
     # ---- encode / decode ----------------------------------------------
 
-    def encode(self, text):
+    def encode(self, text, max_tokens=None):
         """str -> list of ids, without start/end tokens. 'a photo.' -> [320, 1125, 269]
 
         The text is cleaned first (ftfy, as OpenAI's basic_clean: a lone surrogate
         becomes U+FFFD there, so every str can be encoded). Each piece's ids are remembered in an LRU cache of CACHE_SIZE pieces
         (the least recently used is forgotten first), so memory stays bounded
         however many distinct words pass through.
+
+        max_tokens: only the first max_tokens ids are wanted (tokenize's truncate=True).
+        Every piece gives at least one id, so only the first max_tokens + 1 pieces are
+        encoded, each cut to 2 (max_tokens + 1) x the longest token's bytes (the
+        first ids of a normal word do not depend on its far end): a 10 MB word is not
+        merged in full to keep 75 ids. The result starts with those ids and may be longer.
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        pieces = pre_tokenize(text)
+        if max_tokens is not None:
+            longest = 2 * (max_tokens + 1) * self.longest_token
+            pieces = [piece[:longest] for piece in pieces[:max_tokens + 1]]
         ids = []
         cache, special, size = self._cache, self._special, self.CACHE_SIZE
-        for piece in pre_tokenize(text):
+        for piece in pieces:
             piece_ids = cache.get(piece)
             if piece_ids is not None:
                 cache.move_to_end(piece)
@@ -342,6 +379,50 @@ class Tokenizer:
 SHORT_PIECE = 48
 
 
+# ---- reading merges files -------------------------------------------------
+
+# The most bytes a merges file may hold, decompressed (OpenAI's holds 3.2 MB): a small
+# gzip file that inflates to gigabytes is refused after MAX_MERGES_BYTES.
+MAX_MERGES_BYTES = 16 * 2**20
+
+
+def read_merges_bytes(path):
+    """The bytes of a merges file, gunzipped when it starts with gzip's magic number.
+
+    Refused before reading: a folder (IsADirectoryError), a FIFO or device (it could
+    block forever), more than MAX_MERGES_BYTES on disk. A gzip file is inflated in
+    steps of at most MAX_MERGES_BYTES, so it stops as soon as it is too large.
+    """
+    mode = os.stat(path).st_mode  # never blocks
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file (a FIFO, socket or device); give a "
+                         "merges file")
+    too_large = (f"{path}: more than {MAX_MERGES_BYTES:,} bytes of merges (OpenAI's file "
+                 "holds 3.2 MB): not a merges file, or a decompression bomb")
+    if os.stat(path).st_size > MAX_MERGES_BYTES:
+        raise ValueError(too_large)
+    raw = Path(path).read_bytes()
+    if raw[:2] != b"\x1f\x8b":  # not gzip's magic number: plain text
+        return raw
+    out, size = [], 0
+    while raw:  # one gzip member per pass (gzip files may hold several)
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect gzip's header
+        try:
+            part = inflate.decompress(raw, MAX_MERGES_BYTES + 1 - size)  # at most this many
+        except zlib.error as err:
+            raise ValueError(f"{path}: damaged gzip data ({err})") from None
+        size += len(part)
+        if size > MAX_MERGES_BYTES:
+            raise ValueError(too_large)
+        if not inflate.eof:
+            raise ValueError(f"{path}: the gzip data ends early (a truncated file)")
+        out.append(part)
+        raw = inflate.unused_data
+    return b"".join(out)
+
+
 # ---- OpenAI's vocabulary file -------------------------------------------
 
 def openai_vocab_path():
@@ -354,11 +435,8 @@ def openai_vocab_path():
         return path
     try:
         return download(OPENAI_VOCAB_URL, path, sha256=OPENAI_VOCAB_SHA256)
-    except DownloadError as err:
-        raise DownloadError(
-            f"{err}\nOpenAI's vocabulary file {OPENAI_VOCAB_FILE} is needed. Download "
-            f"{OPENAI_VOCAB_URL} by hand and put it in the folder named by "
-            f"MINICLIP_ASSETS, or at {path} (the cache, set by MINICLIP_CACHE).") from err
+    except DownloadError as err:  # its message already says where to put the file
+        raise DownloadError(f"OpenAI's vocabulary file {OPENAI_VOCAB_FILE} is needed: {err}") from err
 
 
 @lru_cache(maxsize=1)
@@ -390,7 +468,9 @@ def tokenize(texts, context_length=77, truncate=False, tokenizer=None):
     sot, eot = tokenizer.sot_token, tokenizer.eot_token
     rows = np.zeros((len(texts), context_length), dtype=np.int64)
     for n, text in enumerate(texts):
-        ids = [sot] + tokenizer.encode(text) + [eot]
+        # truncating: only what can fit is encoded (a 10 MB word is not merged in full)
+        wanted = context_length - 2 if truncate else None
+        ids = [sot] + tokenizer.encode(text, max_tokens=wanted) + [eot]
         if len(ids) > context_length:
             if not truncate:
                 shown = text if len(text) <= 60 else text[:57] + "..."
@@ -435,6 +515,9 @@ def train_bpe(texts, num_merges, min_frequency=2, verbose=False):
     """
     if isinstance(texts, str):
         raise TypeError("train_bpe() takes a list of strings, not a single string")
+    if isinstance(num_merges, bool) or not isinstance(num_merges, (int, np.integer)) or num_merges < 0:
+        raise ValueError(f"train_bpe(): num_merges={num_merges!r} must be an integer >= 0 "
+                         "(0: bytes only)")
     piece_counts = Counter()
     for text in texts:
         if not isinstance(text, str):
@@ -442,6 +525,9 @@ def train_bpe(texts, num_merges, min_frequency=2, verbose=False):
         piece_counts.update(pre_tokenize(text))
     for special in (SOT_TEXT, EOT_TEXT):
         piece_counts.pop(special, None)
+    if not piece_counts:
+        raise ValueError("train_bpe(): the texts hold no words to learn merges from "
+                         "(empty, or only spaces)")
 
     words = [piece_symbols(piece) for piece in piece_counts]  # each distinct piece once
     counts = list(piece_counts.values())

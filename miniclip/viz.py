@@ -29,12 +29,25 @@ def annotate(ax, values, fmt="{:.2f}", masked=None):
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color=colour)
 
 
+# The most characters of a caption the similarity legend shows.
+LEGEND_CHARS = 100
+
+
+def shorten(text, limit=LEGEND_CHARS):
+    """text on one line (runs of whitespace become one space), cut to `limit` characters
+    with '...' when longer."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def similarity_matrix(similarity, texts=None, path=None, images=None, title="cosine similarity",
                       vmin=None, vmax=None, values=None, ax=None):
     """Heatmap of an (N, N) image-text similarity matrix; the diagonal (positives) is boxed.
 
     similarity: (N, N), row i = image i, column j = text j.
-    texts: the N captions, shown in full under the matrix as a numbered legend (column j = text j).
+    texts: the N captions, shown under the matrix as a numbered legend (column j = text j),
+           each on one line and cut to LEGEND_CHARS characters (a 100 KB caption would
+           make the picture hundreds of thousands of pixels wide).
     images: optional uint8 (N, S, S, 3) shown along the left edge.
     vmin, vmax: the colour scale (give two matrices the same one to compare them).
     values: write each cell's number (default: when N <= 12).
@@ -55,7 +68,7 @@ def similarity_matrix(similarity, texts=None, path=None, images=None, title="cos
     ax.set_ylabel("image i")
     ax.set_xticks(range(n))
     if texts is not None:
-        legend = "\n".join(f"{j}: {t}" for j, t in enumerate(texts))
+        legend = "\n".join(f"{j}: {shorten(t)}" for j, t in enumerate(texts))
         ax.annotate(legend, (0, 0), xycoords="axes fraction", xytext=(0, -34),
                     textcoords="offset points", va="top", ha="left", fontsize=7.5)
     if images is not None:

@@ -47,7 +47,7 @@ def test_cli_eval_scores_a_checkpoint(tmp_path, micro, capsys):
     save_checkpoint(path, model, meta={"config": {"dataset": "shapes", "seed": 0},
                                        "model": dataclasses.asdict(model.config),
                                        "tokenizer_merges": tokenizer.merges})
-    assert main(["eval", "--checkpoint", str(path)]) == 0
+    assert main(["eval", "--checkpoint", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["zero_shot_accuracy"] == pytest.approx(
         np.mean([result[f"test/{a}"] for a in ("colour", "shape", "size", "position")]))

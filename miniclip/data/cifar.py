@@ -281,12 +281,13 @@ def read_image_folder(path, classnames):
             raise ValueError(f"{path}: {name} is not laid out as {{train,test}}/<class>/<image>")
         label = class_index(parts[-2], classnames, path)
         try:
-            image = np.asarray(to_8bit(Image.open(io.BytesIO(data))).convert("RGB"))
+            with Image.open(io.BytesIO(data)) as raw:  # the header only, so far
+                if raw.size != (32, 32):  # checked before decoding: a 12000² PNG stays a header
+                    raise ValueError(f"{path}: {name} is {raw.size[0]}x{raw.size[1]}, CIFAR images "
+                                     f"are 32x32; resize them, or load them with CsvDataset")
+                image = np.asarray(to_8bit(raw).convert("RGB"))
         except (OSError, Image.DecompressionBombError) as err:
             raise DataError(f"{path}: cannot decode {name}: {err}") from None
-        if image.shape != (32, 32, 3):
-            raise ValueError(f"{path}: {name} is {image.shape[1]}x{image.shape[0]}, CIFAR images "
-                             f"are 32x32; resize them, or load them with CsvDataset")
         found[parts[-3]].append((name, label, image))
     out = {}
     for split, items in found.items():

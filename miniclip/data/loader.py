@@ -48,9 +48,10 @@ class DataLoader:
             raise ValueError(f"DataLoader wants uint8 images (N, S, S, 3), got "
                              f"{images.dtype} {images.shape}")
         if batch_size > len(images) and drop_last:
-            raise ValueError(f"batch_size={batch_size} is larger than the dataset "
-                             f"({len(images)} images) and drop_last=True leaves no batch: "
-                             f"use a smaller batch_size")
+            raise ValueError(f"batch_size={batch_size} is larger than the training set "
+                             f"({len(images)} images; a csv: dataset holds back its last "
+                             f"tenth, at least one pair, for evaluation) and drop_last=True "
+                             f"leaves no batch: use a smaller --batch-size or more data")
         self.images = images
         self.captions = captions
         self.tokenize = tokenize

@@ -16,6 +16,10 @@ Two jobs live here:
 From-scratch training normalises with the same MEAN / STD as OpenAI (they are
 close to CIFAR's own statistics, and one pair of constants is simpler).
 """
+import os
+import stat
+import warnings
+
 import numpy as np
 from PIL import Image
 
@@ -51,6 +55,43 @@ def resize_and_crop(image, size):
     return image.resize((size, size), Image.BICUBIC, box=box)
 
 
+# The most pixels an image may have (64 Mpx, e.g. 8000 x 8000). Image.open reads only the
+# header, so a small compressed file that would decode to gigabytes is refused before
+# any pixel is decoded (Pillow itself only warns below 179 Mpx).
+MAX_PIXELS = 64_000_000
+
+
+class ImageRefusedError(ValueError):
+    """An image file open_image will not decode; the message names the file."""
+
+
+def open_image(path):
+    """Image.open(path), refusing what would hang or decode to gigabytes, before decoding.
+
+    A FIFO, a folder or a device is refused (opening a FIFO waits for a writer forever);
+    an image of more than MAX_PIXELS pixels is refused from its header (Pillow's own
+    decompression-bomb error included). Raises ImageRefusedError (a ValueError) naming
+    the file; OSError for a missing file or one that is not an image.
+    """
+    mode = os.stat(path).st_mode  # never blocks, whatever the file is
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+        raise ImageRefusedError(f"the image {path} is {kind}; give an image file")
+    try:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the check below says it better
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError:  # Pillow's own limit, 2 x 89 Mpx by default
+        image = None
+    if image is None or image.size[0] * image.size[1] > MAX_PIXELS:
+        size = "" if image is None else f" ({image.size[0]} x {image.size[1]})"
+        if image is not None:
+            image.close()
+        raise ImageRefusedError(f"the image {path} is too large{size}: more than "
+                                f"{MAX_PIXELS:,} pixels, too many to decode safely; shrink it")
+    return image
+
+
 # Above this aspect ratio only the crop window is resampled (work ~size², not size² x aspect);
 # its pixels can differ from resize-then-crop by one level (Pillow rounds its weights per box).
 MAX_ASPECT = 4
@@ -66,8 +107,11 @@ def to_8bit(image):
     as 0..255; out-of-range values are clipped.
     """
     if image.mode.startswith("I;16") or image.mode == "I":
-        x = np.asarray(image).astype(np.float64) / 257.0  # 65535 / 255 = 257
-    elif image.mode == "F":
+        # round(v / 257) in integers, (2v + 257) // 514 (v / 257 never ends in exactly .5),
+        # so a large image never becomes a float64 copy (8 bytes a pixel)
+        v = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        return Image.fromarray(((2 * v + 257) // 514).astype(np.uint8), mode="L")
+    if image.mode == "F":
         x = np.asarray(image).astype(np.float64)
         x = np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
         if x.size and x.max() <= 1.0:
