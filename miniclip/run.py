@@ -310,13 +310,16 @@ class Run:
                 f.write(json.dumps(record) + "\n")
 
     def log_step(self, record):
-        """A training record, completed with the speed and the time: to metrics.jsonl,
-        the history (curves.png, summary.json) and the progress bar."""
+        """A training record, completed with the loss's name ("clip" or "siglip"), a SigLIP
+        model's logit_bias, the speed and the time: to metrics.jsonl, the history
+        (curves.png, summary.json) and the progress bar."""
         rate = (record["step"] - self.first_step) * self.cfg.batch_size / (time.perf_counter() - self.started)
-        record.update(images_per_second=rate, elapsed=self.elapsed())
+        record.update(loss_type=self.cfg.loss, images_per_second=rate, elapsed=self.elapsed())
+        if self.model_config.has_logit_bias:
+            record["logit_bias"] = float(self.model.logit_bias.item())
         self.history.append(record)
         self.log(record)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc_i2t']:.2f}",
+        self.bar.set_postfix({self.cfg.loss: f"{record['loss']:.3f}"}, acc=f"{record['acc_i2t']:.2f}",
                              lr=f"{record['lr']:.1e}", T=f"{record['temperature']:.3f}",
                              ips=f"{rate:.0f}")
 
@@ -381,6 +384,8 @@ class Run:
                    # over the whole run (every session): the pairs of `step` global batches
                    "images_per_second": round(step * self.cfg.batch_size / max(wall, 1e-9), 1),
                    "dataset": self.cfg.dataset, "model": self.cfg.model, "device": device,
+                   "loss_type": self.cfg.loss, "fixed_temperature": self.cfg.fixed_temperature,
+                   "temperature": math.exp(-float(self.model.logit_scale.item())),
                    "processes": self.comm.world_size, "accum_freq": self.cfg.accum_freq,
                    "final_loss": self.history[-1]["loss"] if self.history else None,
                    "evaluation": final, "checkpoint": str(self.checkpoint_path)}

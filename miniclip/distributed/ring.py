@@ -16,7 +16,9 @@ gradients over ranks, as data-parallel training does, gives its gradient.
 The text features' gradient: rank r's captions were scored on every rank, so
 their gradient comes back round the ring the other way (Shift's backward).
 Traffic per rank and step: (W − 1) sends of b × E text features forward, the
-same back in the backward pass; CLIP's all-gathers move 2 · W · b × E each way.
+same back in the backward pass; CLIP's all-gathers move 2 · W · b × E each way
+(docs/distributed.md). The batch accuracies (ring_accuracy, on logging steps only)
+send the captions round once more, with b numbers each.
 """
 from miniclip import backend
 from miniclip.autograd.function import Function
@@ -37,20 +39,59 @@ class Shift(Function):
         return ctx.comm.shift(grad, -1)
 
 
-def ring_siglip_loss(image_features, text_features, logit_scale, logit_bias, comm):
+def ring_siglip_loss(image_features, text_features, logit_scale, logit_bias, comm, positives=None):
     """This rank's share L_r of the global batch's SigLIP loss (mean over ranks = the global loss).
 
     image_features, text_features: (b, E) normalised Tensors, this rank's pairs.
     logit_scale, logit_bias: the model's parameters (scale e^logit_scale, bias added).
+    positives: None (pair i matches caption i alone), or (b, N) 0/1 labels: this rank's
+    rows of the global matrix (e.g. captions of the same class on any rank); block k then
+    takes the columns of rank (r − k) mod W.
     Returns (loss, logits of my own block (b, b) as an array).
     """
+    b = image_features.shape[0]
+    xp = backend.get_array_module(image_features.data)
+
+    def labels(k):            # block k: my images against the captions of rank (r − k) mod W
+        if positives is None:
+            return None if k == 0 else xp.zeros((b, b), dtype=image_features.dtype)   # negatives only
+        start = (comm.rank - k) % comm.world_size * b
+        return positives[:, start:start + b]
+
     scale = logit_scale.exp()
     logits = scale * (image_features @ text_features.T) + logit_bias      # my captions: (b, b)
-    loss = siglip_loss(logits)                                            # positives on the diagonal
+    loss = siglip_loss(logits, positives=labels(0))                       # positives on the diagonal
     own_block = logits.data
-    for _ in range(comm.world_size - 1):
+    for k in range(1, comm.world_size):
         text_features = Shift.apply(text_features, comm=comm)             # the next rank's captions
         logits = scale * (image_features @ text_features.T) + logit_bias
-        no_match = backend.get_array_module(logits.data).zeros_like(logits.data)
-        loss = loss + siglip_loss(logits, positives=no_match)            # negatives only
+        loss = loss + siglip_loss(logits, positives=labels(k))
     return loss, own_block
+
+
+def ring_accuracy(image_features, text_features, comm):
+    """(image→text, text→image) accuracy of this rank's pairs against the global batch,
+    without gathering it: the captions go round the ring once more (arrays, no graph).
+
+    image_features, text_features: (b, E) arrays, this rank's pairs. An image (a caption)
+    counts as right when its own pair scores above every other caption (image) of the
+    global batch; scale and bias change no ranking, so the cosine similarities are
+    compared. Each caption travels with the best score any other image gave it so far,
+    and comes home after W shifts. (The mean over ranks is the global batch's accuracy;
+    unlike argmax, an exact tie with another pair counts as wrong.)
+    """
+    xp = backend.get_array_module(image_features)
+    b = image_features.shape[0]
+    similarities = image_features @ text_features.T                       # (b, b): my pairs
+    own = similarities[xp.arange(b), xp.arange(b)].copy()
+    similarities[xp.arange(b), xp.arange(b)] = -xp.inf                    # the others only
+    best_caption = similarities.max(axis=1)       # per image of mine: its best other caption
+    best_image = similarities.max(axis=0)         # per caption of mine: its best other image
+    captions = text_features
+    for _ in range(comm.world_size - 1):
+        captions, best_image = comm.shift(captions, 1), comm.shift(best_image, 1)
+        similarities = image_features @ captions.T                        # my images, rank r − k's captions
+        best_caption = xp.maximum(best_caption, similarities.max(axis=1))
+        best_image = xp.maximum(best_image, similarities.max(axis=0))
+    best_image = comm.shift(best_image, 1)        # home: my captions' best other image, every rank's
+    return float((own > best_caption).mean()), float((own > best_image).mean())
