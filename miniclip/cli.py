@@ -255,9 +255,14 @@ def _zeroshot(args):
         except (OSError, ValueError) as err:
             raise SystemExit(f"cannot read image {path}: {err}")
         logits = scale * encode_images(model, pixels) @ text_features.T      # (1, L)
-        probs = np.exp(logits - logits.max())
-        probs = (probs / probs.sum())[0]
-        print(f"\n{path}: top predictions")
+        if model.config.has_logit_bias:  # SigLIP: each label on its own, σ(logit + bias)
+            probs = 0.5 * (1 + np.tanh((logits[0] + float(model.logit_bias.item())) / 2))   # = σ(x)
+            print(f"\n{path}: top predictions (SigLIP model: sigmoid probabilities, each label "
+                  "judged on its own; they need not sum to 100%)")
+        else:                            # CLIP: a softmax over the labels
+            probs = np.exp(logits - logits.max())
+            probs = (probs / probs.sum())[0]
+            print(f"\n{path}: top predictions")
         for i in np.argsort(-probs)[:5]:
             print(f"  {labels[i]:>24s}: {100 * probs[i]:.2f}%")
     return 0

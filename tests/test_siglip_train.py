@@ -1,18 +1,23 @@
 """Training with SigLIP's loss and with a fixed temperature (issue 25): one process, resume, the CLI."""
+import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 from conftest import ctrl_c_during_step
+from PIL import Image
 
 from miniclip import Tensor, train as train_module
-from miniclip.checkpoint import load_checkpoint, model_from_checkpoint
+from miniclip.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from miniclip.cli import main
+from miniclip.data.transforms import Preprocess
+from miniclip.evaluate import encode_images, encode_texts
 from miniclip.model import CLIP
-from test_train import losses, small_config
-
+from miniclip.tokenizer import Tokenizer
 from miniclip.train import TrainConfig, train
+from test_train import losses, small_config
 
 
 def records(run_dir):
@@ -151,3 +156,27 @@ def test_the_cli_prints_which_loss_trained(tmp_path, capsys):
                  "--out", str(tmp_path), "--name", "cli", "--device", "cpu", "--no-progress",
                  "--loss", "siglip"]) == 0
     assert "trained 2 steps with the siglip loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_zeroshot_prints_sigmoid_probabilities_for_a_siglip_model(tmp_path, capsys, loss):
+    """SigLIP: σ(e^t · cos + b) per label, each on its own (they need not sum to 1); CLIP: a softmax."""
+    model = CLIP(dataclasses.replace(CLIP("micro").config, loss=loss), seed=0)
+    if loss == "siglip":
+        model.logit_bias.data[...] = 2.0                      # every label likely: sums far above 100 %
+    save_checkpoint(tmp_path / "c.npz", model, meta={"model": dataclasses.asdict(model.config)})
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
+    labels = ["red circle", "blue square", "green star"]
+    assert main(["zeroshot", "--checkpoint", str(tmp_path / "c.npz"), str(tmp_path / "red.png"),
+                 "--labels", ",".join(labels)]) == 0
+    out = capsys.readouterr().out
+    percents = [float(p) for p in re.findall(r"([\d.]+)%\n", out)]
+    assert len(percents) == 3
+    if loss == "siglip":
+        assert "SigLIP model: sigmoid probabilities" in out and sum(percents) > 150
+        image = Preprocess(32)(Image.open(tmp_path / "red.png"))[None]
+        texts = encode_texts(model, [f"a photo of a {label}." for label in labels], Tokenizer.default())
+        logits = np.exp(model.logit_scale.item()) * encode_images(model, image) @ texts.T + 2.0
+        assert max(percents) == pytest.approx(100 / (1 + np.exp(-logits.max())), abs=0.01)
+    else:
+        assert "SigLIP model" not in out and sum(percents) == pytest.approx(100, abs=0.05)
