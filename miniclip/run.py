@@ -57,6 +57,10 @@ RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, PREVIOUS, "summary.json
 RESUME_FREE = {"device", "out", "name", "log_every", "eval_every", "checkpoint_every", "eval_images",
                "distributed", "accum_freq"}   # how the same run is computed, not what it computes
 
+# Settings that change which parameters the model and the optimiser hold: never changed on
+# --resume, even with --allow-changes (the checkpoint's weights and moments would not fit).
+RESUME_FIXED = ("fixed_temperature",)   # (a change of loss changes the model: refused as such)
+
 # A weight this large means the run has blown up already (trained CLIP weights are < 100;
 # float32 products of such weights overflow soon after): such a checkpoint is not "good".
 MAX_HEALTHY_WEIGHT = 1e8
@@ -275,6 +279,12 @@ class Run:
                 f"{self.cfg.model!r} one ({_listed(architecture, 3)}): its weights cannot be "
                 "loaded, even with --allow-changes; start a new run with another --name")
         changes = resume_changes(saved, self.cfg)
+        fixed = {k: v for k, v in changes.items() if k in RESUME_FIXED}
+        if fixed:
+            raise ValueError(f"--resume: this run's {_listed(fixed)} differs from the checkpoint's, which "
+                             "changes the parameters the model and the optimiser hold: not even "
+                             "--allow-changes can continue it; resume with the run's own setting, or "
+                             "start a new run with another --name")
         if changes and not allow_changes:
             raise ValueError(f"--resume: this run's settings differ from the checkpoint's "
                              f"({_listed(changes)}). Resume with the run's own settings, or pass "

@@ -269,7 +269,7 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
                     logging = (step + 1) % cfg.log_every == 0 or step == 0
 
                     optimizer.zero_grad()
-                    if dp_step:   # my rows of the global batch, gathered loss, averaged gradients
+                    if dp_step:   # my rows of the global batch, gathered (SigLIP: ring) loss, mean gradients
                         result = dp_step(images, ids, groups, accuracy=logging)
                         loss_value, acc_i2t, acc_t2i = result.loss, result.acc_i2t, result.acc_t2i
                     else:                # the model copies images and ids to its device

@@ -180,3 +180,14 @@ def test_zeroshot_prints_sigmoid_probabilities_for_a_siglip_model(tmp_path, caps
         assert max(percents) == pytest.approx(100 / (1 + np.exp(-logits.max())), abs=0.01)
     else:
         assert "SigLIP model" not in out and sum(percents) == pytest.approx(100, abs=0.05)
+
+
+@pytest.mark.parametrize("change", [dict(loss="clip"), dict(fixed_temperature=True)])
+def test_loss_and_a_fixed_temperature_cannot_change_on_resume(tmp_path, monkeypatch, change):
+    """Even with --allow-changes: the optimiser's moments would land on other parameters."""
+    undo = ctrl_c_during_step(monkeypatch, 2)
+    train(small_config(tmp_path, loss="siglip"), progress=False)
+    undo()
+    with pytest.raises(ValueError, match="even (with )?--allow-changes"):
+        train(small_config(tmp_path, **{"loss": "siglip", **change}), resume=True, progress=False,
+              allow_changes=True)
