@@ -18,7 +18,7 @@ their gradient comes back round the ring the other way (Shift's backward).
 Traffic per rank and step: (W − 1) sends of b × E text features forward, the
 same back in the backward pass; CLIP's all-gathers move 2 · W · b × E each way
 (docs/distributed.md). The batch accuracies (ring_accuracy, on logging steps only)
-send the captions round once more, with b numbers each.
+send the captions round once more, with 2b numbers each.
 """
 from miniclip import backend
 from miniclip.autograd.function import Function
@@ -73,25 +73,37 @@ def ring_accuracy(image_features, text_features, comm):
     """(image→text, text→image) accuracy of this rank's pairs against the global batch,
     without gathering it: the captions go round the ring once more (arrays, no graph).
 
-    image_features, text_features: (b, E) arrays, this rank's pairs. An image (a caption)
-    counts as right when its own pair scores above every other caption (image) of the
-    global batch; scale and bias change no ranking, so the cosine similarities are
-    compared. Each caption travels with the best score any other image gave it so far,
-    and comes home after W shifts. (The mean over ranks is the global batch's accuracy;
-    unlike argmax, an exact tie with another pair counts as wrong.)
+    image_features, text_features: (b, E) arrays, this rank's pairs. Exactly what
+    batch_accuracy's argmax over the global batch gives: a row (column) is right when its
+    own pair scores above every pair before it and at least as high as every pair after
+    it (argmax takes the first of equal scores). Scale and bias change no ranking, so
+    the cosine similarities are compared. Each caption travels with the best scores the
+    images before and after its own gave it so far, and comes home after W shifts.
+    The mean over ranks is the global batch's accuracy.
     """
     xp = backend.get_array_module(image_features)
-    b = image_features.shape[0]
+    b, r = image_features.shape[0], comm.rank
+    below = xp.tril(xp.ones((b, b), dtype=bool), -1)                      # row i > column j
+
+    def best(similarities, where, axis):                                  # max over the masked entries
+        return xp.where(where, similarities, -xp.inf).max(axis=axis)
+
     similarities = image_features @ text_features.T                       # (b, b): my pairs
-    own = similarities[xp.arange(b), xp.arange(b)].copy()
-    similarities[xp.arange(b), xp.arange(b)] = -xp.inf                    # the others only
-    best_caption = similarities.max(axis=1)       # per image of mine: its best other caption
-    best_image = similarities.max(axis=0)         # per caption of mine: its best other image
+    own = similarities[xp.arange(b), xp.arange(b)]
+    caption_before, caption_after = best(similarities, below, 1), best(similarities, below.T, 1)
+    image_before, image_after = best(similarities, below.T, 0), best(similarities, below, 0)
     captions = text_features
-    for _ in range(comm.world_size - 1):
-        captions, best_image = comm.shift(captions, 1), comm.shift(best_image, 1)
-        similarities = image_features @ captions.T                        # my images, rank r − k's captions
-        best_caption = xp.maximum(best_caption, similarities.max(axis=1))
-        best_image = xp.maximum(best_image, similarities.max(axis=0))
-    best_image = comm.shift(best_image, 1)        # home: my captions' best other image, every rank's
-    return float((own > best_caption).mean()), float((own > best_image).mean())
+    for k in range(1, comm.world_size):
+        captions, image_before, image_after = (comm.shift(x, 1) for x in (captions, image_before, image_after))
+        s = (r - k) % comm.world_size                                     # whose captions these are
+        similarities = image_features @ captions.T
+        if s < r:      # their captions come before mine in the global batch, my images after theirs
+            caption_before = xp.maximum(caption_before, similarities.max(axis=1))
+            image_after = xp.maximum(image_after, similarities.max(axis=0))
+        else:
+            caption_after = xp.maximum(caption_after, similarities.max(axis=1))
+            image_before = xp.maximum(image_before, similarities.max(axis=0))
+    image_before, image_after = comm.shift(image_before, 1), comm.shift(image_after, 1)   # home
+    image_to_text = (own > caption_before) & (own >= caption_after)
+    text_to_image = (own > image_before) & (own >= image_after)
+    return float(image_to_text.mean()), float(text_to_image.mean())
