@@ -15,6 +15,8 @@ TRAIN_EXAMPLES = """examples:
   MINICLIP_DEVICE=cuda python -m miniclip train --dataset cifar100 --model small --epochs 30
   OMP_NUM_THREADS=1 mpiexec -n 2 python -m miniclip train --batch-size 256   # 2 processes x 128 rows
   python -m miniclip train --batch-size 1024 --accum-freq 8   # gradient caching: 8 chunks of 128
+  python -m miniclip train --loss siglip                    # SigLIP's sigmoid loss (docs/siglip.md)
+  python -m miniclip train --temperature 0.3 --fixed-temperature   # τ held at 0.3
 """
 
 EVAL_EXAMPLES = """examples:
@@ -86,6 +88,14 @@ def _parser():
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
     t.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between lines of metrics.jsonl (default: %(default)s)")
+    t.add_argument("--loss", default=d.loss, choices=["clip", "siglip"],
+                   help="clip: OpenAI's softmax loss; siglip: SigLIP's sigmoid loss, with a learned "
+                        "logit bias (default: %(default)s)")
+    t.add_argument("--temperature", type=float, metavar="T",
+                   help="initial temperature τ in (0, 1], logit_scale = ln(1/τ) "
+                        "(default: 0.07 for clip, 0.1 for siglip)")
+    t.add_argument("--fixed-temperature", action="store_true", default=d.fixed_temperature,
+                   help="hold the temperature fixed (not learned, not in the optimiser)")
     t.add_argument("--accum-freq", type=int, default=d.accum_freq,
                    help="gradient caching: encode each process's rows in this many chunks: the "
                         "big batch's gradient with one chunk's activation memory (default: %(default)s)")
@@ -181,7 +191,8 @@ def _explicit_train_flags(argv):
 def _print_summary(summary):
     evaluation = summary["evaluation"]
     print()
-    print(f"trained {summary['steps']} steps in {summary['wall_seconds']:.0f} s "
+    print(f"trained {summary['steps']} steps with the {summary.get('loss_type', 'clip')} loss "
+          f"in {summary['wall_seconds']:.0f} s "
           f"({summary['images_per_second']:.0f} images/s on {summary['device']})")
     for key, value in evaluation.items():
         if isinstance(value, float) and key != "zero_shot_accuracy":
@@ -285,9 +296,14 @@ def _zeroshot(args):
         if not np.isfinite(logits).all():
             raise ValueError(f"{args.checkpoint}: the model gives non-finite (NaN or Inf) "
                              f"scores for {path}; its weights may hold NaN or Inf")
-        probs = np.exp(logits - logits.max())
-        probs = (probs / probs.sum())[0]
-        print(f"\n{path}: top predictions")
+        if model.config.has_logit_bias:  # SigLIP: each label on its own, σ(logit + bias)
+            probs = 0.5 * (1 + np.tanh((logits[0] + float(model.logit_bias.item())) / 2))   # = σ(x)
+            print(f"\n{path}: top predictions (SigLIP model: sigmoid probabilities, each label "
+                  "judged on its own; they need not sum to 100%)")
+        else:                            # CLIP: a softmax over the labels
+            probs = np.exp(logits - logits.max())
+            probs = (probs / probs.sum())[0]
+            print(f"\n{path}: top predictions")
         for i in np.argsort(-probs)[:5]:
             print(f"  {labels[i]:>24s}: {100 * probs[i]:.2f}%")
     return 0

@@ -11,11 +11,16 @@ Reading a config out of a file (Hugging Face's config.json, OpenCLIP's
 open_clip_config.json) is in miniclip/formats.
 """
 import dataclasses
+import math
 
 import numpy as np
 
 
 ACTIVATIONS = ("quick_gelu", "gelu")   # OpenAI's x·σ(1.702x); the exact erf GELU (torch.nn.GELU)
+# The loss a CLIP is trained with -> its initial (logit_scale, logit_bias) (None: no bias).
+# CLIP (OpenAI): τ = 0.07, no bias. SigLIP (Zhai et al. 2023): t = ln 10 (τ = 0.1), b = −10.
+LOSSES = {"clip": (math.log(1 / 0.07), None), "siglip": (math.log(10), -10.0)}
+MAX_LOGIT_SCALE = math.log(100)        # the clamp after every step (OpenCLIP's, both losses): τ >= 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,11 @@ class CLIPConfig:
     layer_norm_eps: every LayerNorm's eps.
     eos_token_id: where the text tower pools. None: at each row's largest id
         (OpenAI's rule, `ids.argmax()`); an id: at its first occurrence in the row.
+    loss: the loss the model is trained with, "clip" (softmax, OpenAI's) or "siglip"
+        (sigmoid; the model then has a learned logit_bias added to its logits).
+    init_logit_scale: the initial logit_scale t (temperature τ = e^−t), in [0, ln 100];
+        None means the loss's default (LOSSES: ln(1/0.07) for clip, ln 10 for siglip).
+    init_logit_bias: siglip only: the initial logit_bias; None means −10.
     Change a field with dataclasses.replace(config, vocab_size=...).
     """
     embed_dim: int
@@ -54,6 +64,9 @@ class CLIPConfig:
     transformer_mlp_width: int | None = None
     layer_norm_eps: float = 1e-5
     eos_token_id: int | None = None
+    loss: str = "clip"
+    init_logit_scale: float | None = None
+    init_logit_bias: float | None = None
 
     def __post_init__(self):
         if isinstance(self.vision_layers, (list, tuple)):            # a ResNet (JSON gives a list)
@@ -69,7 +82,8 @@ class CLIPConfig:
             object.__setattr__(self, "vision_heads", None)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in ("activation", "layer_norm_eps") or (field.name == "vision_layers" and self.is_resnet):
+            if field.name in ("activation", "layer_norm_eps", "loss", "init_logit_scale",
+                              "init_logit_bias") or (field.name == "vision_layers" and self.is_resnet):
                 continue
             if field.name == "eos_token_id" and value == 0:
                 continue
@@ -83,6 +97,7 @@ class CLIPConfig:
                              f"{' or '.join(map(repr, ACTIVATIONS))}")
         if not (isinstance(self.layer_norm_eps, (int, float)) and 0 < self.layer_norm_eps < 1):
             raise ValueError(f"CLIPConfig.layer_norm_eps = {self.layer_norm_eps!r}: must be a small positive number")
+        self._check_logits()
         if self.is_resnet:
             if self.image_resolution % 32:
                 raise ValueError(f"image_resolution {self.image_resolution}: a ResNet tower halves the "
@@ -102,6 +117,45 @@ class CLIPConfig:
         if self.transformer_width % self.transformer_heads:
             raise ValueError(f"transformer_width {self.transformer_width} does not split into "
                              f"{self.transformer_heads} heads: set transformer_heads to a divisor")
+
+    def _check_logits(self):
+        """loss, init_logit_scale, init_logit_bias: valid, and a value equal to the loss's default stored as None."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"CLIPConfig.loss = {self.loss!r}: miniclip trains with "
+                             f"{' or '.join(map(repr, LOSSES))}")
+        scale, bias = LOSSES[self.loss]
+        for name, value in (("init_logit_scale", self.init_logit_scale), ("init_logit_bias", self.init_logit_bias)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"CLIPConfig.{name} = {value!r}: must be a finite number (or None: the loss's default)")
+        if self.init_logit_scale is not None and not 0 <= self.init_logit_scale <= MAX_LOGIT_SCALE + 1e-12:
+            raise ValueError(f"CLIPConfig.init_logit_scale = {self.init_logit_scale!r}: must be in [0, ln 100] "
+                             f"(a temperature e^−t between 0.01 and 1; training clamps it there)")
+        if self.init_logit_bias is not None and bias is None:
+            raise ValueError(f"CLIPConfig.init_logit_bias = {self.init_logit_bias!r}: only loss 'siglip' has a "
+                             f"logit bias; leave it None for loss {self.loss!r}")
+        if self.init_logit_scale == scale:
+            object.__setattr__(self, "init_logit_scale", None)
+        if self.init_logit_bias == bias:
+            object.__setattr__(self, "init_logit_bias", None)
+        for name in ("init_logit_scale", "init_logit_bias"):       # JSON-able plain floats
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def has_logit_bias(self):
+        """True for a SigLIP model: a learned logit_bias is added to its logits."""
+        return LOSSES[self.loss][1] is not None
+
+    @property
+    def logit_scale_init(self):
+        """The initial logit_scale: init_logit_scale, or the loss's default."""
+        return LOSSES[self.loss][0] if self.init_logit_scale is None else self.init_logit_scale
+
+    @property
+    def logit_bias_init(self):
+        """The initial logit_bias (None: the model has none)."""
+        return LOSSES[self.loss][1] if self.init_logit_bias is None else self.init_logit_bias
 
     @property
     def is_resnet(self):

@@ -41,6 +41,11 @@ def erf(x):
     return ops.Erf.apply(x)
 
 
+def log_sigmoid(x):
+    """log σ(x), stable for any x (no overflow at |x| = 1000 in float32)."""
+    return op(nn_ops.LogSigmoid).apply(x)
+
+
 def relu(x):
     return ops.ReLU.apply(x)
 

@@ -8,6 +8,13 @@ the right answer for row i and for column i of the similarity matrix.
 
 Each cross-entropy is a softmax classification over the batch: "which of
 these N captions is mine?" and "which of these N images is mine?".
+
+SigLIP's sigmoid loss (Zhai et al. 2023) asks N² independent yes/no questions
+instead, "do image i and caption j match?":
+
+    logits (N, N) = e^t · image_features @ text_featuresᵀ + b
+    z_ij = +1 for a matching pair, −1 otherwise
+    loss = −Σ_ij log σ(z_ij · logits_ij) / N
 """
 import miniclip.functional as F
 from miniclip import backend
@@ -63,3 +70,26 @@ def batch_accuracy(logits_per_image, logits_per_text=None, offset=0):
     targets = xp.arange(scores.shape[0]) + offset
     return (float((scores.argmax(axis=1) == targets).mean()),
             float((text_scores.argmax(axis=1) == targets).mean()))
+
+
+def siglip_loss(logits, offset=0, positives=None):
+    """SigLIP's sigmoid loss (a 0-d Tensor), as OpenCLIP's SigLipLoss computes it.
+
+    logits: (b, N) = e^t · image_features @ text_featuresᵀ + bias, b image rows
+    against N texts. Image row i's caption is column offset + i (offset: this
+    rank's first row in a global batch), or, with positives (b, N) 0/1, every
+    column where positives is 1 (e.g. captions of the same class).
+    loss = −Σ_ij log σ(z_ij · logits_ij) / b, z_ij = +1 for a match, −1 otherwise.
+    """
+    rows, columns = logits.shape
+    xp = backend.get_array_module(logits.data)
+    if positives is None:
+        labels = xp.zeros((rows, columns), dtype=logits.dtype)
+        labels[xp.arange(rows), xp.arange(rows) + offset] = 1         # pair i is column offset + i
+    else:
+        labels = as_array(positives).astype(logits.dtype, copy=False)
+        if tuple(labels.shape) != (rows, columns):
+            raise ValueError(f"positives have shape {tuple(labels.shape)}, the logits "
+                             f"{(rows, columns)}: give one row of 0/1 labels per row of logits")
+    signs = 2 * labels - 1                                            # z: +1 match, −1 otherwise
+    return -F.log_sigmoid(logits * signs).sum() / rows

@@ -2,6 +2,7 @@
 
     model = CLIP("tiny")                                     # or CLIP(CLIPConfig(...))
     logits_per_image, logits_per_text = model(images, ids)   # (N, N) similarities ·e^logit_scale
+                                                             # (+ logit_bias for a SigLIP model)
 
 The names, shapes and math are OpenAI's (`clip/model.py`), so OpenAI's
 weights load 1:1 (`CLIP.from_state_dict`, which reads the config off the
@@ -18,7 +19,7 @@ Text tower (in CLIP itself, as OpenAI has it):
     ids (N, C) -> token embedding + positions -> causal transformer
     -> ln_final at each row's end-of-text token (its largest id) @ text_projection -> (N, E)
 """
-import math
+import dataclasses
 
 import numpy as np
 
@@ -97,7 +98,10 @@ class CLIP(Module):
                                                        dtype=np.float32))
         self.ln_final = LayerNorm(c.transformer_width, eps=c.layer_norm_eps)
         self.text_projection = Parameter(np.zeros((c.transformer_width, c.embed_dim), dtype=np.float32))
-        self.logit_scale = Parameter(np.array(math.log(1 / 0.07), dtype=np.float32))
+        # the temperature τ = e^−logit_scale; a SigLIP model also learns a bias (OpenCLIP's names)
+        self.logit_scale = Parameter(np.array(c.logit_scale_init, dtype=np.float32))
+        if c.has_logit_bias:
+            self.logit_bias = Parameter(np.array(c.logit_bias_init, dtype=np.float32))
         if init:
             self.initialize_parameters(rng)
 
@@ -150,11 +154,15 @@ class CLIP(Module):
         return x @ self.text_projection                              # (N, E)
 
     def forward(self, images, ids):
-        """-> (logits_per_image (N_img, N_txt), logits_per_text (N_txt, N_img))."""
+        """-> (logits_per_image (N_img, N_txt), logits_per_text (N_txt, N_img)).
+
+        A SigLIP model (config.loss "siglip") adds its logit_bias to both."""
         image_features = F.normalize(self.encode_image(images), axis=-1)
         text_features = F.normalize(self.encode_text(ids), axis=-1)
         # cosine similarities, sharpened by the learned temperature e^logit_scale
         logits_per_image = self.logit_scale.exp() * (image_features @ text_features.T)
+        if self.config.has_logit_bias:
+            logits_per_image = logits_per_image + self.logit_bias     # SigLIP: e^t · x yᵀ + b
         return logits_per_image, logits_per_image.T
 
     # ---- input checks: one clear error before any arithmetic ----------------------------
@@ -200,13 +208,16 @@ class CLIP(Module):
 
         config: a CLIPConfig (or its name); None infers it from the shapes like
         OpenAI's build_model (QuickGELU, heads = width // 64). Any shape the
-        config contradicts is an error naming the key. dtype: the model's dtype
+        config contradicts is an error naming the key. Weights with a
+        `logit_bias` (OpenCLIP's SigLIP head) make a SigLIP model (loss
+        "siglip", see with_loss_of_weights). dtype: the model's dtype
         (default float32); the arrays are cast to it. No random weights are
         drawn: the model is allocated, then filled.
         """
         state = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
         if config is None:
             config = config_from_state_dict(state)
+        config = with_loss_of_weights(get_config(config) if isinstance(config, str) else config, state)
         model = cls(config, init=False)
         model.astype(np.float32 if dtype is None else dtype)
         model.load_state_dict(state, strict=True)
@@ -225,11 +236,22 @@ def count_layers(state_dict, prefix):
     return len({name[len(prefix):].split(".")[0] for name in state_dict if name.startswith(prefix)})
 
 
+def with_loss_of_weights(config, names):
+    """config, made a SigLIP one (loss "siglip") when the weights' names include
+    'logit_bias' (a SigLIP-trained CLIP) and it is a CLIP one; else config itself.
+
+    names: the weights' names (a state dict, or {name: shape})."""
+    if "logit_bias" in names and not config.has_logit_bias:
+        return dataclasses.replace(config, loss="siglip", init_logit_bias=None)
+    return config
+
+
 def config_from_state_dict(state_dict):
     """The CLIPConfig of an OpenAI-named state dict, read off the shapes as OpenAI's build_model does.
 
     What the shapes cannot show is OpenAI's: QuickGELU, heads = width // 64,
-    LayerNorm eps 1e-5. The MLP widths are read from the c_fc weights.
+    LayerNorm eps 1e-5. The MLP widths are read from the c_fc weights. A
+    `logit_bias` (OpenCLIP's SigLIP head) makes it a SigLIP config (loss "siglip").
     """
     resnet = any(name.startswith("visual.layer1.") for name in state_dict)
     visual_needed = (("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding") if resnet
@@ -271,6 +293,7 @@ def config_from_state_dict(state_dict):
         transformer_layers=count_layers(state_dict, "transformer.resblocks."),
         vision_mlp_width=mlp_width("visual.transformer.resblocks.", vision_width),
         transformer_mlp_width=mlp_width("transformer.resblocks.", text_width),
+        loss="siglip" if "logit_bias" in state_dict else "clip",
     )
 
 

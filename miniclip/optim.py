@@ -155,8 +155,9 @@ class AdamW(Optimizer):
 
 
 def excluded_from_weight_decay(name, param):
-    """OpenCLIP's rule (gains, biases, logit_scale: anything under 2-d or named bn/ln/bias/
-    logit_scale) plus the embeddings (token, positional, class), as minGPT excludes them."""
+    """OpenCLIP's rule (gains, biases, logit_scale and SigLIP's logit_bias: anything under 2-d
+    or named bn/ln/bias/logit_scale) plus the embeddings (token, positional, class), as minGPT
+    excludes them."""
     return param.ndim < 2 or any(word in name for word in
                                  ("bn", "ln", "bias", "logit_scale", "embedding"))
 
@@ -164,10 +165,13 @@ def excluded_from_weight_decay(name, param):
 def param_groups_for_weight_decay(model, weight_decay):
     """Two groups: the weight matrices (decayed) and the rest (weight_decay 0).
 
-    Each group also lists the parameter names under 'names'.
+    Each group also lists the parameter names under 'names'. A parameter with
+    requires_grad False (a fixed temperature) is left out: the optimiser never moves it.
     """
     decay, no_decay = {"params": [], "names": []}, {"params": [], "names": []}
     for name, param in model.named_parameters():
+        if not param.requires_grad:                  # frozen, as OpenCLIP leaves such out
+            continue
         group = no_decay if excluded_from_weight_decay(name, param) else decay
         group["params"].append(param)
         group["names"].append(name)

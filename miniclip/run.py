@@ -57,6 +57,10 @@ RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, PREVIOUS, "summary.json
 RESUME_FREE = {"device", "out", "name", "log_every", "eval_every", "checkpoint_every", "eval_images",
                "distributed", "accum_freq"}   # how the same run is computed, not what it computes
 
+# Settings that change which parameters the model and the optimiser hold: never changed on
+# --resume, even with --allow-changes (the checkpoint's weights and moments would not fit).
+RESUME_FIXED = ("fixed_temperature",)   # (a change of loss changes the model: refused as such)
+
 # A weight this large means the run has blown up already (trained CLIP weights are < 100;
 # float32 products of such weights overflow soon after): such a checkpoint is not "good".
 MAX_HEALTHY_WEIGHT = 1e8
@@ -275,6 +279,12 @@ class Run:
                 f"{self.cfg.model!r} one ({_listed(architecture, 3)}): its weights cannot be "
                 "loaded, even with --allow-changes; start a new run with another --name")
         changes = resume_changes(saved, self.cfg)
+        fixed = {k: v for k, v in changes.items() if k in RESUME_FIXED}
+        if fixed:
+            raise ValueError(f"--resume: this run's {_listed(fixed)} differs from the checkpoint's, which "
+                             "changes the parameters the model and the optimiser hold: not even "
+                             "--allow-changes can continue it; resume with the run's own setting, or "
+                             "start a new run with another --name")
         if changes and not allow_changes:
             raise ValueError(f"--resume: this run's settings differ from the checkpoint's "
                              f"({_listed(changes)}). Resume with the run's own settings, or pass "
@@ -310,13 +320,16 @@ class Run:
                 f.write(json.dumps(record) + "\n")
 
     def log_step(self, record):
-        """A training record, completed with the speed and the time: to metrics.jsonl,
-        the history (curves.png, summary.json) and the progress bar."""
+        """A training record, completed with the loss's name ("clip" or "siglip"), a SigLIP
+        model's logit_bias, the speed and the time: to metrics.jsonl, the history
+        (curves.png, summary.json) and the progress bar."""
         rate = (record["step"] - self.first_step) * self.cfg.batch_size / (time.perf_counter() - self.started)
-        record.update(images_per_second=rate, elapsed=self.elapsed())
+        record.update(loss_type=self.cfg.loss, images_per_second=rate, elapsed=self.elapsed())
+        if self.model_config.has_logit_bias:
+            record["logit_bias"] = float(self.model.logit_bias.item())
         self.history.append(record)
         self.log(record)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc_i2t']:.2f}",
+        self.bar.set_postfix({self.cfg.loss: f"{record['loss']:.3f}"}, acc=f"{record['acc_i2t']:.2f}",
                              lr=f"{record['lr']:.1e}", T=f"{record['temperature']:.3f}",
                              ips=f"{rate:.0f}")
 
@@ -381,6 +394,8 @@ class Run:
                    # over the whole run (every session): the pairs of `step` global batches
                    "images_per_second": round(step * self.cfg.batch_size / max(wall, 1e-9), 1),
                    "dataset": self.cfg.dataset, "model": self.cfg.model, "device": device,
+                   "loss_type": self.cfg.loss, "fixed_temperature": self.cfg.fixed_temperature,
+                   "temperature": math.exp(-float(self.model.logit_scale.item())),
                    "processes": self.comm.world_size, "accum_freq": self.cfg.accum_freq,
                    "final_loss": self.history[-1]["loss"] if self.history else None,
                    "evaluation": final, "checkpoint": str(self.checkpoint_path)}

@@ -4,7 +4,8 @@
 
     lr = cosine_schedule(...)                            # warmup, then cosine decay
     logits_per_image, logits_per_text = model(images, ids)
-    loss = clip_loss(logits_per_image, logits_per_text, positives)
+    loss = clip_loss(logits_per_image, logits_per_text, positives)   # or, --loss siglip:
+                                                         # siglip_loss(logits_per_image, positives)
     loss.backward()
     clip_grad_norm(model.parameters(), grad_clip)        # global-norm clipping
     optimizer.step()                                     # AdamW, decoupled weight decay
@@ -15,11 +16,16 @@ config.json, metrics.jsonl, checkpoints, summary.json, plots), resumes, logs, sa
 evaluates and stops on Ctrl-C.
 
 On several processes (`mpiexec -n N python -m miniclip train ...`) or with
-`--accum-freq K > 1` (gradient caching), the three lines model / clip_loss / backward
+`--accum-freq K > 1` (gradient caching), the three lines model / loss / backward
 are replaced by one call, `dp_step(images, ids, groups)`, of miniclip.distributed:
 each rank encodes its B/N rows of the global batch (in K chunks), the loss is
-computed on features gathered from every rank, and the gradients are averaged, so
-every rank takes the same optimiser step. Rank 0 alone writes the run folder and prints.
+computed on features gathered from every rank (SigLIP's: on text features passed
+round a ring), and the gradients are averaged, so every rank takes the same
+optimiser step. Rank 0 alone writes the run folder and prints.
+
+--loss siglip trains with SigLIP's sigmoid loss (the model then has a logit_bias);
+--temperature T starts τ at T (logit_scale = ln(1/T)), and --fixed-temperature keeps
+it there: logit_scale is then not learned, not decayed and not in the optimiser.
 """
 import dataclasses
 import math
@@ -28,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from miniclip import backend, distributed
-from miniclip.config import get_config
+from miniclip.config import LOSSES, MAX_LOGIT_SCALE, get_config
 from miniclip.data.loader import DataLoader
-from miniclip.loss import batch_accuracy, clip_loss
+from miniclip.loss import batch_accuracy, clip_loss, siglip_loss
 from miniclip.model import CLIP
 from miniclip.optim import (AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)
@@ -92,6 +98,10 @@ class TrainConfig:
     eval_every: int | None = None      # steps between evaluations (default: 5 per run)
     checkpoint_every: int = 200
     eval_images: int = 1000            # test images for the periodic (not final) evaluation
+    loss: str = "clip"                 # clip (softmax, OpenAI's) | siglip (sigmoid, Zhai et al. 2023)
+    temperature: float | None = None   # initial τ in (0, 1] (logit_scale = ln(1/τ)); None: the
+                                       # loss's default (clip 0.07, siglip 0.1)
+    fixed_temperature: bool = False    # hold τ fixed: logit_scale not learned (not in the optimiser)
     accum_freq: int = 1                # gradient caching: each process encodes its rows in K chunks
     distributed: bool | None = None    # None: over MPI when mpiexec started several processes
     csv_separator: str = "\t"          # csv:PATH datasets: the column separator ...
@@ -121,6 +131,11 @@ def check_config(cfg):
                          "pairs per batch (with 1 the only caption is always right: loss ≡ 0)")
     if cfg.steps is None and cfg.epochs is None and cfg.time_budget is None:
         raise ValueError("say how long to train: steps, epochs or time_budget")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"--loss {cfg.loss!r}: must be one of {', '.join(LOSSES)}")
+    if cfg.temperature is not None and -math.log(cfg.temperature) > MAX_LOGIT_SCALE:
+        raise ValueError(f"--temperature {cfg.temperature}: below 0.01, the lowest temperature training "
+                         "keeps (logit_scale is clamped to ln 100, as OpenCLIP does): use 0.01 to 1")
     if not (isinstance(cfg.csv_separator, str) and len(cfg.csv_separator) == 1):
         raise ValueError(f"--csv-separator {cfg.csv_separator!r}: must be one character "
                          "(e.g. ',' or ';'; 'tab' or '\\t' for a tab, the default)")
@@ -135,8 +150,10 @@ NUMBER_RULES = {
     "warmup": (float, 0, True), "grad_clip": (float, 0, False), "seed": (int, 0, True),
     "image_size": (int, 1, True), "train_size": (int, 1, True), "log_every": (int, 1, True),
     "eval_every": (int, 1, True), "checkpoint_every": (int, 1, True), "eval_images": (int, 1, True),
+    "temperature": (float, 0, False),
 }
-UPPER = {"beta1": (1, False), "beta2": (1, False), "warmup": (1, False), "seed": (2**32 - 1, True)}
+UPPER = {"beta1": (1, False), "beta2": (1, False), "warmup": (1, False), "seed": (2**32 - 1, True),
+         "temperature": (1, True)}
 
 
 def check_numbers(cfg):
@@ -144,7 +161,7 @@ def check_numbers(cfg):
 
     steps / epochs / time_budget must be positive (a negative one trained forever,
     steps=0 crashed, nan ran nothing), rates and intervals positive, weight_decay
-    >= 0, betas and warmup in [0, 1), seed in [0, 2**32 - 1].
+    >= 0, betas and warmup in [0, 1), seed in [0, 2**32 - 1], temperature in (0, 1].
     """
     for field, (kind, low, inclusive) in NUMBER_RULES.items():
         value = getattr(cfg, field)
@@ -179,10 +196,19 @@ def note_model_size(cfg, model, n_images):
               f"than --model {default}, this dataset's default")
 
 
-def same_caption_targets(groups, xp):
-    """(B, B) soft targets: row i spreads 1 over the pairs j of the batch with groups[j] == groups[i]."""
+def model_config_for(cfg, tokenizer):
+    """This run's CLIPConfig: --model with the tokenizer's vocabulary and --image-size, trained
+    with --loss from --temperature τ (logit_scale = ln(1/τ); None: the loss's default)."""
+    return dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
+                               image_resolution=cfg.image_size, loss=cfg.loss,
+                               init_logit_scale=None if cfg.temperature is None else -math.log(cfg.temperature))
+
+
+def same_caption_targets(groups, xp, loss="clip"):
+    """(B, B) targets of the pairs j of the batch with groups[j] == groups[i]: for clip_loss,
+    row i spreads 1 over them (soft targets); for siglip_loss, 1 there and 0 elsewhere."""
     same = (groups[:, None] == groups[None, :]).astype(np.float32)
-    return xp.asarray(same / same.sum(axis=1, keepdims=True))
+    return xp.asarray(same if loss == "siglip" else same / same.sum(axis=1, keepdims=True))
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -205,12 +231,12 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
         backend.check_device(device)
         rows = distributed.batch_rows(cfg.batch_size, comm, cfg.accum_freq)  # my rows of a batch
         tokenizer = Tokenizer.from_file(cfg.tokenizer) if cfg.tokenizer else Tokenizer.default()
-        model_config = dataclasses.replace(get_config(cfg.model), vocab_size=len(tokenizer),
-                                           image_resolution=cfg.image_size)
+        model_config = model_config_for(cfg, tokenizer)
         task = make_task(cfg.dataset, seed=cfg.seed, image_size=cfg.image_size,
                          train_size=cfg.train_size, csv=dict(sep=cfg.csv_separator,
                          img_key=cfg.csv_img_key, caption_key=cfg.csv_caption_key))
         model = CLIP(model_config, seed=cfg.seed).to(device)
+        model.logit_scale.requires_grad = not cfg.fixed_temperature   # fixed: left out of AdamW
         if comm.is_main:
             note_model_size(cfg, model, len(task.train_images))
         optimizer = AdamW(param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr,
@@ -243,13 +269,16 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
                     logging = (step + 1) % cfg.log_every == 0 or step == 0
 
                     optimizer.zero_grad()
-                    if dp_step:   # my rows of the global batch, gathered loss, averaged gradients
+                    if dp_step:   # my rows of the global batch, gathered (SigLIP: ring) loss, mean gradients
                         result = dp_step(images, ids, groups, accuracy=logging)
                         loss_value, acc_i2t, acc_t2i = result.loss, result.acc_i2t, result.acc_t2i
                     else:                # the model copies images and ids to its device
                         logits_per_image, logits_per_text = model(images, ids)        # (B, B) each
-                        positives = None if groups is None else same_caption_targets(groups, xp)
-                        loss = clip_loss(logits_per_image, logits_per_text, positives)
+                        positives = None if groups is None else same_caption_targets(groups, xp, cfg.loss)
+                        if cfg.loss == "siglip":   # N² yes/no questions: does image i match caption j?
+                            loss = siglip_loss(logits_per_image, positives=positives)
+                        else:                      # which of the B captions (images) is mine?
+                            loss = clip_loss(logits_per_image, logits_per_text, positives)
                         loss.backward()
                         loss_value = float(loss.item())
                         # the accuracies cost two device reads: only on the steps that log them

@@ -1,25 +1,28 @@
 """Run by tests/test_distributed.py under `mpiexec -n W` (the functions also run in-process, W = 1).
 
-    mpiexec -n 2 python tests/distributed_worker.py step OUT.npz [--accum-freq K] [--positives] [--diverge]
-    mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K] [--resume]
+    mpiexec -n 2 python tests/distributed_worker.py step OUT.npz [--accum-freq K] [--positives] [--diverge] [--loss siglip]
+    mpiexec -n 2 python tests/distributed_worker.py train OUT_FOLDER NAME [--stop-after K] [--accum-freq K] [--resume] [--loss siglip]
     mpiexec -n 2 python tests/distributed_worker.py fail
 
 step:  one float64 training step of the micro CLIP on a fixed global batch, through
        miniclip.distributed: every rank takes its rows, the loss is gathered, the gradients
        averaged. Rank 0 writes the loss, the gradients and the parameters after one AdamW
        step to OUT.npz; every rank checks that its parameters equal rank 0's (--diverge:
-       rank 1 changes one first, and the check must stop the run).
+       rank 1 changes one first, and the check must stop the run). --loss siglip: a
+       SigLIP model (its loss goes round the ring instead of gathering).
 train: the test suite's small shapes run (train_config below) through miniclip.train.train;
        --stop-after K: Ctrl-C on rank 0 only, during step K (the run must stop on every rank
        after that step and write a checkpoint).
 """
 import argparse
+import dataclasses
 import signal
 
 import numpy as np
 
 from miniclip.distributed import (ContrastiveStep, batch_rows, broadcast_parameters,
                                   check_parameters_identical, communicator)
+from miniclip.config import get_config
 from miniclip.model import CLIP
 from miniclip.optim import AdamW
 
@@ -37,8 +40,8 @@ def fixed_batch(config, seed=0):
     return images, ids, groups
 
 
-def one_step(comm, accum_freq=1, use_positives=False, dtype=np.float64, diverge=False):
-    model = CLIP("micro", seed=0).astype(dtype)
+def one_step(comm, accum_freq=1, use_positives=False, dtype=np.float64, diverge=False, loss="clip"):
+    model = CLIP(dataclasses.replace(get_config("micro"), loss=loss), seed=0).astype(dtype)
     broadcast_parameters(model, comm)
     optimizer = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     images, ids, groups = fixed_batch(model.config)
@@ -86,12 +89,14 @@ def main():
     s.add_argument("--accum-freq", type=int, default=1)
     s.add_argument("--positives", action="store_true")
     s.add_argument("--diverge", action="store_true", help="rank 1 changes a parameter")
+    s.add_argument("--loss", default="clip")
     t = sub.add_parser("train")
     t.add_argument("out")
     t.add_argument("name")
     t.add_argument("--accum-freq", type=int, default=1)
     t.add_argument("--stop-after", type=int)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--loss", default="clip")
     sub.add_parser("fail", help="rank 0 raises while rank 1 waits in a collective")
     args = parser.parse_args()
     if args.what == "fail":
@@ -105,11 +110,12 @@ def main():
         from miniclip.train import train
         if args.stop_after:
             stop_during_step(args.stop_after)
-        train(train_config(args.out, args.name, accum_freq=args.accum_freq), resume=args.resume,
-              progress=False)
+        train(train_config(args.out, args.name, accum_freq=args.accum_freq, loss=args.loss),
+              resume=args.resume, progress=False)
         return
     comm = communicator(distributed=True)
-    result, grads, params = one_step(comm, args.accum_freq, args.positives, diverge=args.diverge)
+    result, grads, params = one_step(comm, args.accum_freq, args.positives, diverge=args.diverge,
+                                     loss=args.loss)
     if comm.rank == 0:
         np.savez(args.out, loss=result.loss, acc_i2t=result.acc_i2t, acc_t2i=result.acc_t2i,
                  world_size=comm.world_size,

@@ -158,7 +158,6 @@ def test_an_openclip_folder_is_read_for_its_model_cfg(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["vision_cfg"].update(attentional_pool=True), "attentional_pool"),
     (lambda c: c.update(multimodal_cfg={"width": 32}), "multimodal_cfg"),
-    (lambda c: c.update(init_logit_bias=-10), "init_logit_bias"),
     (lambda c: c["vision_cfg"].update(ls_init_value=0.1), "ls_init_value"),
     (lambda c: c["text_cfg"].update(hf_model_name="roberta-base"), "hf_model_name"),
     (lambda c: c["vision_cfg"].update(no_ln_pre=True), "no_ln_pre"),
@@ -175,7 +174,6 @@ def test_openclip_structures_miniclip_cannot_compute_are_refused(tmp_path, edit,
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({"logit_bias": np.zeros(1)}, "SigLIP"),
     ({"visual.attn_pool.query": np.zeros((1, 4))}, "attention pooler"),
     ({"transformer.resblocks.0.ls_1.gamma": np.zeros(32)}, "layer scale"),
     ({"text_decoder.resblocks.0.ln_1.weight": np.zeros(32)}, "CoCa"),

@@ -165,7 +165,7 @@ def test_the_loop_fits_one_screen_and_shows_the_step():
                    "loss = clip_loss(logits_per_image, logits_per_text, positives)",
                    "loss.backward()", "clip_grad_norm(model.parameters(), cfg.grad_clip)",
                    "optimizer.step()", "clamp_logit_scale(model)", "optimizer.zero_grad()",
-                   "cosine_schedule("]
+                   "cosine_schedule(", "loss = siglip_loss(logits_per_image, positives=positives)"]
     positions = [source.index(line) for line in written_out[:6]]
     assert positions == sorted(positions)
     assert all(line in source for line in written_out)

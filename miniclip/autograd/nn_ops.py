@@ -371,3 +371,31 @@ def normalize_composed(x, axis=-1, eps=1e-12):
     norm = (x * x).sum(axis=axis, keepdims=True).sqrt()
     small = norm.data <= eps                              # where the floor eps applies
     return x / ops.Where.apply(eps, norm, cond=small)
+
+
+class LogSigmoid(Function):
+    """y = log σ(x) = −log(1 + e^−x), without overflow for any x (SigLIP's loss uses it).
+
+    The stable form: log σ(x) = min(x, 0) − log(1 + e^−|x|); e^−|x| ≤ 1, so nothing overflows.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        y = xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        xp = get_array_module(y)
+        # d log σ(x)/dx = 1 − σ(x) = σ(−x) = 1 − e^y, as −expm1(y): exact even where σ(−x) ≈ 1e−300
+        return grad * -xp.expm1(y)
+
+
+def log_sigmoid_composed(x):
+    """log σ(x) from primitive ops (x: a Tensor): min(x, 0) − log(1 + e^−|x|), where
+    min(x, 0) = −relu(−x) and |x| = relu(x) + relu(−x)."""
+    negative_part = (-x).relu()
+    return -negative_part - ((-(x.relu() + negative_part)).exp() + 1).log()

@@ -61,6 +61,11 @@ class Communicator:
         """x: (W·b, ...) -> (b, ...): rows r·b..(r+1)·b of x, summed over all ranks."""
         return x
 
+    def shift(self, x, steps=1):
+        """x: an array -> the x of rank (r − steps) mod W: every rank passes its x `steps`
+        places on round the ring (negative steps: the other way round)."""
+        return x
+
     def all_reduce_mean(self, x):
         """x: an array -> the elementwise mean of x over the ranks."""
         return x
@@ -169,6 +174,15 @@ class MPICommunicator(Communicator):
         out = self._empty_like(send, (send.shape[0] // self.world_size,) + send.shape[1:])
         start = self._timed(send.nbytes)
         self.comm.Reduce_scatter_block(send, out, op=self.MPI.SUM)
+        self.seconds += time.perf_counter() - start
+        return self._result(out, x)
+
+    def shift(self, x, steps=1):
+        send = self._send_buffer(x)
+        out = self._empty_like(send, send.shape)
+        start = self._timed(send.nbytes)
+        self.comm.Sendrecv(send, dest=(self.rank + steps) % self.world_size,
+                           recvbuf=out, source=(self.rank - steps) % self.world_size)
         self.seconds += time.perf_counter() - start
         return self._result(out, x)
 

@@ -1,7 +1,7 @@
-"""Data-parallel training with the gathered loss, and gradient caching.
+"""Data-parallel training with the gathered loss (or SigLIP's ring), and gradient caching.
 
 On several processes, or with gradient caching (--accum-freq K > 1), the training
-loop (miniclip/train.py) replaces its written-out model / clip_loss / backward by one
+loop (miniclip/train.py) replaces its written-out model / loss / backward by one
 `ContrastiveStep` call per optimiser step:
 
     optimizer.zero_grad()
@@ -12,14 +12,16 @@ Global batch of B pairs, W ranks, K chunks per rank (--accum-freq K):
 rank r takes rows r·B/W .. (r+1)·B/W of the batch a single process would use
 (`batch_rows`), and encodes them K chunks of b = B/(W·K) rows at a time.
 
-One process, K = 1: model(images, ids), clip_loss, backward: the loop's own step
+One process, K = 1: model(images, ids), the loss, backward: the loop's own step
 (ContrastiveStep does the same, for lessons and tests that call it directly).
 K = 1: encode the B/W rows with the graph, gathered loss, backward.
+A SigLIP model (config.loss "siglip") uses ring_siglip_loss (ring.py) where CLIP's
+loss gathers: no rank holds the whole batch's features, only its neighbour's.
 K > 1 (gradient caching, Gao et al. 2021, "Scaling Deep Contrastive Learning
 Batch Size under Memory Limited Setup"):
     1. features of all K chunks without a graph        (no activations kept)
     2. gathered loss on those features as leaf Tensors, backward: ∂L/∂features
-       (and logit_scale's gradient, which only the loss uses)
+       (and logit_scale's and logit_bias's gradients, which only the loss uses)
     3. for each chunk: encode it again with the graph and backpropagate its
        slice of ∂L/∂features: Σ(features · cached gradient).backward()
 Same gradient as one pass over the B/W rows (up to summation order), with
@@ -37,7 +39,8 @@ import numpy as np
 from miniclip import backend
 from miniclip.autograd.tensor import Tensor, no_grad
 from miniclip.distributed.gather import gathered_clip_loss, normalized_features
-from miniclip.loss import batch_accuracy, clip_loss
+from miniclip.distributed.ring import ring_accuracy, ring_siglip_loss
+from miniclip.loss import batch_accuracy, clip_loss, siglip_loss
 
 
 def batch_rows(batch_size, comm, accum_freq=1):
@@ -57,14 +60,15 @@ def batch_rows(batch_size, comm, accum_freq=1):
     return slice(comm.rank * local, (comm.rank + 1) * local)
 
 
-def positives_rows(groups, all_groups, xp):
-    """Soft targets (b, N): my row i spreads 1 over the global pairs j that mean the same.
+def positives_rows(groups, all_groups, xp, loss="clip"):
+    """Targets (b, N) of the global pairs j that mean the same as my pair i: for clip_loss,
+    row i spreads 1 over them (soft targets); for siglip_loss, 1 there and 0 elsewhere.
 
     groups: (b,) this rank's rows; all_groups: (N,) the global batch's (rank order).
     Row i equals row offset + i of the single-process (N, N) matrix.
     """
     same = (groups[:, None] == all_groups[None, :]).astype(np.float32)
-    return xp.asarray(same / same.sum(axis=1, keepdims=True))
+    return xp.asarray(same if loss == "siglip" else same / same.sum(axis=1, keepdims=True))
 
 
 @dataclass
@@ -75,26 +79,32 @@ class StepResult:
 
 
 class ContrastiveStep:
-    """Forward and backward of the CLIP loss over one global batch.
+    """Forward and backward of the model's loss (model.config.loss: CLIP's or SigLIP's)
+    over one global batch.
 
     model: a CLIP; comm: a Communicator (miniclip.distributed.comm); accum_freq: K chunks.
     Calling it with this rank's rows (images (B/W, 3, R, R), ids (B/W, C), groups (B/W,)
     or None) adds the big batch's gradient to every parameter's .grad (start from
-    optimizer.zero_grad()) and returns a StepResult, identical on every rank.
+    optimizer.zero_grad()) and returns a StepResult, identical on every rank
+    (accuracy=False: without the batch accuracies, which cost extra work).
     """
 
     def __init__(self, model, comm, accum_freq=1):
         if accum_freq < 1:
             raise ValueError(f"accum_freq={accum_freq}: use 1 (no gradient caching) or more")
         self.model, self.comm, self.accum_freq = model, comm, accum_freq
+        self.loss = model.config.loss                          # "clip" or "siglip"
 
     def __call__(self, images, ids, groups=None, accuracy=True):
         model, comm = self.model, self.comm
         xp = backend.get_array_module(model.logit_scale.data)
-        if comm.world_size == 1 and self.accum_freq == 1:       # one process: CLIP's own loss
+        if comm.world_size == 1 and self.accum_freq == 1:       # one process: the loop's own step
             logits_per_image, logits_per_text = model(images, ids)     # (B, B) each
-            positives = None if groups is None else positives_rows(groups, groups, xp)
-            loss = clip_loss(logits_per_image, logits_per_text, positives)
+            positives = None if groups is None else positives_rows(groups, groups, xp, self.loss)
+            if self.loss == "siglip":
+                loss = siglip_loss(logits_per_image, positives=positives)
+            else:
+                loss = clip_loss(logits_per_image, logits_per_text, positives)
             loss.backward()
             # the accuracies cost two device reads: only on the steps that log them
             return StepResult(float(loss.item()), *(batch_accuracy(logits_per_image) if accuracy
@@ -102,18 +112,29 @@ class ContrastiveStep:
         positives = None
         if groups is not None:
             groups = np.asarray(groups)
-            positives = positives_rows(groups, comm.all_gather(groups), xp)    # (B/W, B)
+            positives = positives_rows(groups, comm.all_gather(groups), xp, self.loss)   # (B/W, B)
         if self.accum_freq == 1:
-            loss, logits_i, logits_t, offset = gathered_clip_loss(
-                *normalized_features(model, images, ids), model.logit_scale, comm, positives)
+            loss, accuracies = self._loss(*normalized_features(model, images, ids), positives, accuracy)
             loss.backward()
         else:
-            loss, logits_i, logits_t, offset = self._cached(images, ids, positives)
-        i2t, t2i = batch_accuracy(logits_i, logits_t, offset)
-        stats = self._average_gradients([float(loss.item()), i2t, t2i])
-        return StepResult(*stats)
+            loss, accuracies = self._cached(images, ids, positives, accuracy)
+        stats = self._average_gradients([float(loss.item()), *(accuracies if accuracy else (0.0, 0.0))])
+        return StepResult(stats[0], *(stats[1:] if accuracy else (None, None)))
 
-    def _cached(self, images, ids, positives):
+    def _loss(self, image_features, text_features, positives, accuracy):
+        """This rank's share L_r of the global loss, and its (image→text, text→image) batch
+        accuracies (None unless `accuracy`): CLIP's gathered loss, or SigLIP's ring."""
+        model, comm = self.model, self.comm
+        if self.loss == "siglip":        # text features go round the ring: no all-gather
+            loss, _ = ring_siglip_loss(image_features, text_features, model.logit_scale,
+                                       model.logit_bias, comm, positives)
+            return loss, (ring_accuracy(image_features.data, text_features.data, comm)
+                          if accuracy else None)
+        loss, logits_i, logits_t, offset = gathered_clip_loss(
+            image_features, text_features, model.logit_scale, comm, positives)
+        return loss, batch_accuracy(logits_i, logits_t, offset) if accuracy else None
+
+    def _cached(self, images, ids, positives, accuracy):
         """Gradient caching: features without a graph, ∂L/∂features, then chunk by chunk."""
         model, K = self.model, self.accum_freq
         chunks = [slice(k * len(images) // K, (k + 1) * len(images) // K) for k in range(K)]
@@ -122,21 +143,21 @@ class ContrastiveStep:
         xp = backend.get_array_module(feats[0][0].data)
         image_features = Tensor(xp.concatenate([f[0].data for f in feats]), requires_grad=True)
         text_features = Tensor(xp.concatenate([f[1].data for f in feats]), requires_grad=True)
-        loss, logits_i, logits_t, offset = gathered_clip_loss(    # 2. loss and ∂L/∂features
-            image_features, text_features, model.logit_scale, self.comm, positives)
-        loss.backward()
+        loss, accuracies = self._loss(image_features, text_features, positives, accuracy)
+        loss.backward()                                           # 2. loss and ∂L/∂features
         for c in chunks:                                          # 3. re-encode with the graph
             image_k, text_k = normalized_features(model, images[c], ids[c])
             surrogate = ((image_k * Tensor(image_features.grad[c])).sum()
                          + (text_k * Tensor(text_features.grad[c])).sum())
             surrogate.backward()          # ∂surrogate/∂features = the cached ∂L/∂features
-        return loss, logits_i, logits_t, offset
+        return loss, accuracies
 
     def _average_gradients(self, stats):
-        """Mean over ranks of every .grad, and of `stats`, in one all-reduce; returns stats."""
+        """Mean over ranks of every .grad (of the parameters that are trained), and of
+        `stats`, in one all-reduce; returns stats."""
         if self.comm.world_size == 1:
             return stats
-        params = list(self.model.parameters())
+        params = [p for p in self.model.parameters() if p.requires_grad]   # not a fixed temperature
         xp = backend.get_array_module(params[0].data)
         dtype = params[0].dtype
         grads = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in params]

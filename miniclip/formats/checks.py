@@ -7,7 +7,7 @@ naming the file and the key.
 """
 import numpy as np
 
-from miniclip.model import CLIP, OPENAI_EXTRA_KEYS, config_from_state_dict
+from miniclip.model import CLIP, OPENAI_EXTRA_KEYS, config_from_state_dict, with_loss_of_weights
 
 
 class CheckpointError(ValueError):
@@ -15,7 +15,6 @@ class CheckpointError(ValueError):
 
 # Keys (substrings) of structures miniclip does not compute -> what they are.
 _UNSUPPORTED = (
-    ("logit_bias", "a logit bias (SigLIP's sigmoid-loss head)"),
     ("text_decoder.", "a text decoder (CoCa)"),
     ("visual.attn_pool.", "an attention pooler in the image tower (CoCa / attentional_pool)"),
     ("attn_pool.", "an attention pooler"),
@@ -84,7 +83,7 @@ def config_parameter_count(config):
                   + 2 * vw + blocks(c.vision_layers, vw, c.vision_mlp) + 2 * vw + vw * e)   # ln_pre, blocks, ln_post, proj
     text = (blocks(c.transformer_layers, tw, c.transformer_mlp) + c.vocab_size * tw + c.context_length * tw
             + 2 * tw + tw * e + 1)                                               # ..., ln_final, projection, logit_scale
-    return vision + text
+    return vision + text + (1 if c.has_logit_bias else 0)                                # SigLIP's logit_bias
 
 
 def resnet_parameter_count(layers, width, resolution, output_dim):
@@ -127,10 +126,13 @@ def check_config_fits_state(config, shapes, path):
     arrays are read). The config's fields must be positive ints and its
     parameter count equal the numbers present, so the model built is never
     larger than what the file holds. When the counts differ by little, the
-    keys the model lacks or the file lacks are named.
+    keys the model lacks or the file lacks are named. Weights with a logit_bias are
+    checked against the config's SigLIP form (model.with_loss_of_weights).
     """
+    config = with_loss_of_weights(config, shapes)
     fields = {k: v for k, v in vars(config).items() if v is not None
-              and k not in ("activation", "layer_norm_eps", "eos_token_id")}
+              and k not in ("activation", "layer_norm_eps", "eos_token_id", "loss", "init_logit_scale",
+                            "init_logit_bias")}
     bad = {k: v for k, v in fields.items()
            if not (type(v) is int and v > 0 or k == "vision_layers" and isinstance(v, tuple))}
     if bad:

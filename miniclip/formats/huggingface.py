@@ -365,6 +365,11 @@ def export_hf(model_or_state_dict, folder, tokenizer=None):
             "export_hf: this is a ResNet CLIP (ModifiedResNet image tower), and Hugging Face's "
             "CLIPModel has only the ViT tower: export a ViT model, or save this one with "
             "miniclip.checkpoint / as OpenAI-named safetensors (write_safetensors(path, model.state_dict()))")
+    if "logit_bias" in state:
+        raise CheckpointError(
+            "export_hf: this is a SigLIP-trained CLIP (it has a logit_bias), and Hugging Face's "
+            "CLIPModel has no logit bias: save it with miniclip.checkpoint, or as OpenAI-named "
+            "safetensors (write_safetensors(path, model.state_dict())), which OpenCLIP's names match")
     state = {name: value.astype(np.float32) for name, value in state.items()}
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)

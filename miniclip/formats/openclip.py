@@ -17,7 +17,7 @@ from miniclip.formats.config_json import ConfigJSON
 # OpenCLIP model_cfg keys -> the value miniclip computes (any other value is refused);
 # keys that do not change the numbers at inference are in _OPENCLIP_INERT.
 _OPENCLIP_FIXED = {
-    "custom_text": False, "multimodal_cfg": None, "init_logit_bias": None,
+    "custom_text": False, "multimodal_cfg": None,
     "vision_cfg.ls_init_value": None, "vision_cfg.attentional_pool": False, "vision_cfg.no_ln_pre": False,
     "vision_cfg.pos_embed_type": "learnable", "vision_cfg.final_ln_after_pool": False,
     "vision_cfg.pool_type": "tok", "vision_cfg.global_average_pool": False, "vision_cfg.timm_model_name": None,
@@ -27,7 +27,7 @@ _OPENCLIP_FIXED = {
     "text_cfg.pool_type": "argmax", "text_cfg.proj_type": "linear", "text_cfg.proj_bias": False,
     "text_cfg.attn_pooler_heads": None,
 }
-_OPENCLIP_INERT = {"cast_dtype", "init_logit_scale", "output_dict", "vision_cfg.patch_dropout",
+_OPENCLIP_INERT = {"cast_dtype", "init_logit_scale", "init_logit_bias", "output_dict", "vision_cfg.patch_dropout",
                    "vision_cfg.output_tokens", "text_cfg.output_tokens", "text_cfg.tokenizer_kwargs",
                    "text_cfg.hf_tokenizer_name", "vision_cfg.attn_pooler_queries", "vision_cfg.attn_pooler_heads",
                    "vision_cfg.image_mean", "vision_cfg.image_std", "vision_cfg.interpolation",
@@ -44,8 +44,9 @@ def config_from_open_clip(model_cfg, path="open_clip_config.json"):
     """An OpenCLIP model config (open_clip_config.json's "model_cfg", or
     model_configs/<name>.json; a dict or a ConfigJSON) -> CLIPConfig.
 
-    Anything miniclip cannot compute exactly (CoCa, SigLIP's bias, attention
-    poolers, layer scale, timm or HF towers, other pooling or norm placement,
+    A number in init_logit_bias (OpenCLIP's SigLIP models) makes a SigLIP config
+    (loss "siglip": the model has a logit_bias). Anything miniclip cannot compute
+    exactly (CoCa, attention poolers, layer scale, timm or HF towers, other pooling or norm placement,
     ...) and any value of the wrong type or range is a CheckpointError naming
     the file and the key.
     """
@@ -84,6 +85,7 @@ def config_from_open_clip(model_cfg, path="open_clip_config.json"):
     head_width = vision.integer("head_width", 64, low=1, high=width)
     if width % head_width:
         raise vision.bad("head_width", f"must divide vision_cfg.width {width} (heads = width // head_width)")
+    bias = cfg.number("init_logit_bias", None) if cfg.get("init_logit_bias", None) is not None else None
     vision_mlp_ratio = vision.number("mlp_ratio", 4.0, positive=True, high=64)
     text_mlp_ratio = text.number("mlp_ratio", 4.0, positive=True, high=64)
     try:
@@ -99,7 +101,7 @@ def config_from_open_clip(model_cfg, path="open_clip_config.json"):
             activation="quick_gelu" if cfg.boolean("quick_gelu", False) else "gelu",
             vision_mlp_width=max(1, int(width * vision_mlp_ratio)),
             transformer_mlp_width=max(1, int(text_width * text_mlp_ratio)),
-            layer_norm_eps=eps.pop())
+            layer_norm_eps=eps.pop(), loss="clip" if bias is None else "siglip", init_logit_bias=bias)
     except ValueError as e:                       # CLIPConfig's own checks (divisibility, ...)
         raise CheckpointError(f"{cfg.path}: its OpenCLIP model_cfg is not a valid CLIP ({e})") from None
 
