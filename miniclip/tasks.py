@@ -42,17 +42,20 @@ class Task:
     pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
 
 
-def make_task(dataset, seed=0, image_size=32, train_size=None, train=True, csv=None):
+def make_task(dataset, seed=0, image_size=32, train_size=None, train=True, csv=None,
+              preprocess=None):
     """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH.
 
     csv: for csv:PATH, CsvDataset's options (sep, img_key, caption_key); None: its defaults.
+    preprocess: CIFAR only: a pretrained model's `preprocess` (miniclip.load), applied to
+    every test image (None: the 32 x 32 pixels, normalised, as training sees them).
     """
     check_dataset(dataset)
     if dataset == "shapes":
         return shapes_task(seed, image_size, train_size, train)
     if dataset.startswith("csv:"):
         return csv_task(dataset[len("csv:"):], image_size, **(csv or {}))
-    return cifar_task(dataset, train)
+    return cifar_task(dataset, train, preprocess)
 
 
 def check_dataset(dataset):
@@ -105,9 +108,10 @@ def shapes_task(seed=0, image_size=32, train_size=None, train=True):
                 "zero_shot_accuracy", pairs)
 
 
-def cifar_task(dataset="cifar10", train=True):
+def cifar_task(dataset="cifar10", train=True, preprocess=None):
     """CIFAR-10/100: zero-shot classification of the 10,000 test images with
-    OpenAI's 18 prompt templates (top-1 is the headline; top-5 and per-class beside)."""
+    OpenAI's class names and 18 prompt templates, ensembled (zero_shot_classifier);
+    top-1 is the headline, top-5 and per-class beside. preprocess: see make_task."""
     from miniclip.data.cifar import TEMPLATES, load_cifar
     from miniclip.data.loader import label_captions
     test_images, test_labels, classnames = load_cifar(dataset, "test")
@@ -115,7 +119,8 @@ def cifar_task(dataset="cifar10", train=True):
     def evaluate(model, tokenizer, limit=None):
         n = len(test_images) if limit is None else min(limit, len(test_images))
         classifier = zero_shot_classifier(model, classnames, TEMPLATES, tokenizer)
-        acc = zero_shot_accuracy(encode_images(model, test_images[:n]), test_labels[:n], classifier)
+        features = encode_images(model, test_images[:n], preprocess=preprocess)
+        acc = zero_shot_accuracy(features, test_labels[:n], classifier)
         return {"test/class": acc["top1"], "zero_shot_accuracy": acc["top1"], "top5": acc.get("top5"),
                 "per_class": dict(zip(classnames, np.round(acc["per_class"], 4).tolist()))}
 
@@ -153,3 +158,26 @@ def csv_task(path, image_size=32, sep="\t", img_key="filepath", caption_key="tit
     pairs = (images[-n_test:][:12], texts[-n_test:][:12])
     return Task(f"csv:{path}", images[:-n_test], captions, groups, evaluate, (),
                 "image_to_text_R@1", pairs)
+
+
+def probe_data(dataset, seed=0, image_size=32, train_size=10000):
+    """What a linear / few-shot probe of `dataset` fits and scores, and the zero-shot
+    metric it is read beside: (train uint8 (n, S, S, 3), train labels (n,), test uint8,
+    test labels, class names, zero-shot metric name). CIFAR: its class, the first
+    train_size training images; shapes: the main object's shape (train_size images of
+    the train split, the test split)."""
+    if dataset in ("cifar10", "cifar100"):
+        from miniclip.data.cifar import load_cifar
+        train_images, train_labels, classnames = load_cifar(dataset, "train")
+        test_images, test_labels, _ = load_cifar(dataset, "test")
+        n = min(train_size, len(train_images))
+        return (train_images[:n], train_labels[:n], test_images, test_labels, classnames,
+                "test/class")
+    if dataset == "shapes":
+        from miniclip.data.shapes import SHAPES, ShapesDataset
+        train = ShapesDataset("train", seed=seed, image_size=image_size, size=train_size)
+        test = ShapesDataset("test", seed=seed, image_size=image_size)
+        return (train.arrays(), train.labels("shape"), test.arrays(), test.labels("shape"),
+                list(SHAPES), "test/shape")
+    raise ValueError(f"--linear-probe / --few-shot: {dataset} has no classes; use cifar10, "
+                     "cifar100 or shapes")
