@@ -311,11 +311,13 @@ def _print_published(checkpoint, dataset, result):
     from miniclip.evaluate import PUBLISHED_ZERO_SHOT
     title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
     published = PUBLISHED_ZERO_SHOT.get((checkpoint, dataset))
-    ours = f"{100 * result['zero_shot_accuracy']:.2f} %"
+    ours = f"top-1 {100 * result['zero_shot_accuracy']:.2f} %"
+    if result.get("top5") is not None:
+        ours += f", top-5 {100 * result['top5']:.2f} %"
     if published is None:
-        print(f"{checkpoint} on {title}: top-1 {ours}; no published figure for this model")
+        print(f"{checkpoint} on {title}: {ours}; no published figure for this model")
     else:
-        print(f"{checkpoint} on {title}: top-1 {ours}; CLIP paper (Table 11) "
+        print(f"{checkpoint} on {title}: {ours}; published top-1: CLIP paper (Table 11) "
               f"{published['paper']:.1f} %, CLIP_benchmark {published['clip_benchmark']:.1f} %")
 
 
