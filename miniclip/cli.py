@@ -50,8 +50,8 @@ def _parser():
                        description="Per-dataset defaults (for flags left unset): "
                                    + "; ".join(f"{k}: {v}" for k, v in per.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH "
-                                                        "(default: %(default)s)")
+    t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH | "
+                                                        "karpathy:PATH (default: %(default)s)")
     t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small; "
                                     "ResNet towers: cifar-rn, micro-rn (default: per dataset, see above)")
     how_long = t.add_mutually_exclusive_group()
@@ -87,6 +87,7 @@ def _parser():
                    help="csv:PATH: the column of image paths (default: %(default)s)")
     t.add_argument("--csv-caption-key", default=d.csv_caption_key,
                    help="csv:PATH: the column of captions (default: %(default)s)")
+    t.add_argument("--images", help="karpathy:PATH: the folder holding the images")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
     t.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between lines of metrics.jsonl (default: %(default)s)")
@@ -104,7 +105,8 @@ def _parser():
                    help="a miniclip checkpoint .npz, an OpenAI model name (ViT-B/32, RN50, ...) "
                         "or a file miniclip.load reads")
     e.add_argument("--dataset", help="shapes | cifar10 | cifar100 | csv:PATH | karpathy:PATH "
-                                     "(default: the dataset the checkpoint was trained on)")
+                                     "(a dataset_coco.json / dataset_flickr30k.json; default: "
+                                     "the dataset the checkpoint was trained on)")
     e.add_argument("--images", help="karpathy:PATH: the folder holding the images")
     e.add_argument("--split", default="test",
                    help="karpathy:PATH: which split to score (default: %(default)s)")
@@ -234,7 +236,7 @@ def _eval(args):
                          "--dataset cifar10, cifar100 or shapes")
     seed = trained.get("seed", 0)
     task = make_task(dataset, seed=seed, image_size=model.config.image_resolution, train=False,
-                     preprocess=preprocess)
+                     preprocess=preprocess, images=args.images, split=args.split)
     result = task.evaluate(model, tokenizer)
     if args.linear_probe or shots:
         result.update(_probes(args, model, preprocess, dataset, seed, shots, result))
@@ -335,13 +337,13 @@ def _print_evaluation(result):
     """eval's result in percentages, as train's summary prints them."""
     for key, value in result.items():
         if isinstance(value, float):
-            print(f"  {key:28s} {100 * value:6.2f} %")
+            print(f"  {key:34s} {100 * value:6.2f} %")
     if "per_class" in result:
         print("  per class: " + ", ".join(f"{name} {100 * v:.1f} %"
                                           for name, v in result["per_class"].items()))
     if "linear_probe" in result:
         probe = result["linear_probe"]
-        print(f"  {'linear_probe':28s} {100 * probe['accuracy']:6.2f} % (l2 {probe['l2']:g}, "
+        print(f"  {'linear_probe':34s} {100 * probe['accuracy']:6.2f} % (l2 {probe['l2']:g}, "
               f"validation {100 * probe['val_accuracy']:.2f} %)")
 
 
