@@ -206,7 +206,7 @@ def _print_summary(summary):
           f"({summary['images_per_second']:.0f} images/s on {summary['device']})")
     for key, value in evaluation.items():
         if isinstance(value, float) and key != "zero_shot_accuracy":
-            print(f"  {key:28s} {100 * value:6.2f} %")
+            print(f"  {key:34s} {100 * value:6.2f} %")
     zero_shot = summary["zero_shot"]
     if zero_shot:
         each = ", ".join(f"{key.split('/')[-1]} {100 * v:.1f} %" for key, v in zero_shot.items())
