@@ -302,8 +302,8 @@ def _probes(args, model, preprocess, dataset, seed, shots, result):
                                          f"few_shot_{dataset}.png")
         from miniclip.fileio import atomic_write
         from miniclip.viz import few_shot_curve
-        figure = few_shot_curve(out["few_shot"], title=f"{dataset}: few-shot linear probe")
-        atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        title = f"{dataset}: few-shot linear probe"
+        atomic_write(path, lambda f: few_shot_curve(out["few_shot"], title, f))   # PNG, closed
         out["few_shot"]["plot"] = path
     return out
 
