@@ -22,6 +22,10 @@ TRAIN_EXAMPLES = """examples:
 EVAL_EXAMPLES = """examples:
   python -m miniclip eval --checkpoint runs/shapes-tiny/checkpoint.npz
   python -m miniclip eval --checkpoint runs/cifar10-tiny/checkpoint.npz --dataset cifar10 --linear-probe
+  python -m miniclip eval --checkpoint runs/cifar10-cifar-rn/checkpoint.npz --few-shot 1,2,4,8,16
+  python -m miniclip eval --checkpoint ViT-B/32 --dataset cifar100       # the paper's protocol
+  python -m miniclip eval --checkpoint ViT-B/32 --dataset karpathy:flickr30k/dataset_flickr30k.json \\
+      --images flickr30k/flickr30k-images --split test
 """
 
 ZEROSHOT_EXAMPLES = """examples:
@@ -48,8 +52,8 @@ def _parser():
                        description="Per-dataset defaults (for flags left unset): "
                                    + "; ".join(f"{k}: {v}" for k, v in per.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH "
-                                                        "(default: %(default)s)")
+    t.add_argument("--dataset", default=d.dataset, help="shapes | cifar10 | cifar100 | csv:PATH | "
+                                                        "karpathy:PATH (default: %(default)s)")
     t.add_argument("--model", help="a named config: micro, tiny, tiny-p4, cifar-tiny, small; "
                                     "ResNet towers: cifar-rn, micro-rn (default: per dataset, see above)")
     how_long = t.add_mutually_exclusive_group()
@@ -85,6 +89,7 @@ def _parser():
                    help="csv:PATH: the column of image paths (default: %(default)s)")
     t.add_argument("--csv-caption-key", default=d.csv_caption_key,
                    help="csv:PATH: the column of captions (default: %(default)s)")
+    t.add_argument("--images", help="karpathy:PATH: the folder holding the images")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
     t.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between lines of metrics.jsonl (default: %(default)s)")
@@ -106,11 +111,27 @@ def _parser():
 
     e = sub.add_parser("eval", help="evaluate a checkpoint", epilog=EVAL_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    e.add_argument("--checkpoint", required=True, help="a miniclip checkpoint .npz")
-    e.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    e.add_argument("--checkpoint", required=True,
+                   help="a miniclip checkpoint .npz, an OpenAI model name (ViT-B/32, RN50, ...) "
+                        "or a file miniclip.load reads")
+    e.add_argument("--dataset", help="shapes | cifar10 | cifar100 | csv:PATH | karpathy:PATH "
+                                     "(a dataset_coco.json / dataset_flickr30k.json; default: "
+                                     "the dataset the checkpoint was trained on)")
+    e.add_argument("--images", help="karpathy:PATH: the folder holding the images")
+    e.add_argument("--split", default="test",
+                   help="karpathy:PATH: which split to score (default: %(default)s)")
     e.add_argument("--linear-probe", action="store_true",
-                   help="also fit a logistic regression on frozen image features (CIFAR)")
-    e.add_argument("--probe-train-size", type=int, default=10000)
+                   help="also fit a logistic regression on frozen image features "
+                        "(cifar10, cifar100, shapes)")
+    e.add_argument("--few-shot", metavar="K,K,...",
+                   help="also fit linear probes on k examples per class, e.g. 1,2,4,8,16,all "
+                        "(cifar10, cifar100, shapes), printed beside the zero-shot accuracy")
+    e.add_argument("--draws", type=int, default=5,
+                   help="--few-shot: seeded draws of the k examples per k (default: %(default)s)")
+    e.add_argument("--plot", help="--few-shot: where the curve's PNG goes (default: "
+                                  "few_shot_<dataset>.png beside the checkpoint)")
+    e.add_argument("--probe-train-size", type=int, default=10000,
+                   help="training images the probes draw from (default: %(default)s)")
     e.add_argument("--json", action="store_true", help="print the raw result (fractions) as JSON")
 
     z = sub.add_parser("zeroshot", help="classify images by text labels", epilog=ZEROSHOT_EXAMPLES,
@@ -196,7 +217,7 @@ def _print_summary(summary):
           f"({summary['images_per_second']:.0f} images/s on {summary['device']})")
     for key, value in evaluation.items():
         if isinstance(value, float) and key != "zero_shot_accuracy":
-            print(f"  {key:28s} {100 * value:6.2f} %")
+            print(f"  {key:34s} {100 * value:6.2f} %")
     zero_shot = summary["zero_shot"]
     if zero_shot:
         each = ", ".join(f"{key.split('/')[-1]} {100 * v:.1f} %" for key, v in zero_shot.items())
@@ -209,46 +230,131 @@ def _print_summary(summary):
 
 
 def _eval(args):
-    from miniclip.checkpoint import model_from_checkpoint
     from miniclip.tasks import check_dataset, make_task
-    from miniclip.evaluate import encode_images, linear_probe
     if args.probe_train_size < 1:
         raise ValueError(f"--probe-train-size {args.probe_train_size}: must be an integer >= 1")
-    model, tokenizer, meta = model_from_checkpoint(args.checkpoint)
-    trained = meta.get("config", {})
-    dataset = args.dataset or trained.get("dataset", "shapes")
+    if args.draws < 1:
+        raise ValueError(f"--draws {args.draws}: must be an integer >= 1")
+    shots = _shots(args.few_shot) if args.few_shot else None
+    model, tokenizer, trained, preprocess = _eval_model(args.checkpoint)
+    dataset = args.dataset or trained.get("dataset")
+    if dataset is None:
+        raise ValueError(f"--checkpoint {args.checkpoint} is not a miniclip run: name the data "
+                         "with --dataset (cifar10, cifar100, karpathy:PATH, ...)")
     check_dataset(dataset)
-    if args.linear_probe and dataset not in ("cifar10", "cifar100"):
-        raise SystemExit("--linear-probe works on cifar10 / cifar100")
-    task = make_task(dataset, seed=trained.get("seed", 0),
-                     image_size=model.config.image_resolution, train=False)
+    if (args.linear_probe or shots) and dataset not in ("cifar10", "cifar100", "shapes"):
+        raise ValueError(f"--linear-probe / --few-shot: {dataset} has no classes; use "
+                         "--dataset cifar10, cifar100 or shapes")
+    seed = trained.get("seed", 0)
+    task = make_task(dataset, seed=seed, image_size=model.config.image_resolution, train=False,
+                     preprocess=preprocess, images=args.images, split=args.split)
     result = task.evaluate(model, tokenizer)
-    if args.linear_probe:
-        from miniclip.data.cifar import load_cifar
-        train_images, train_labels, _ = load_cifar(dataset, "train")
-        test_images, test_labels, _ = load_cifar(dataset, "test")
-        n = min(args.probe_train_size, len(train_images))
-        result["linear_probe"] = linear_probe(encode_images(model, train_images[:n]),
-                                              train_labels[:n],
-                                              encode_images(model, test_images), test_labels)
+    if args.linear_probe or shots:
+        result.update(_probes(args, model, preprocess, dataset, seed, shots, result))
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        _print_evaluation(result)
+        return 0
+    _print_evaluation(result)
+    if dataset in ("cifar10", "cifar100") and preprocess is not None:
+        _print_published(args.checkpoint, dataset, result)
+    if shots:
+        _print_few_shot(result["few_shot"], dataset, args.draws)
     return 0
+
+
+def _eval_model(checkpoint):
+    """(model, tokenizer, its training settings, preprocess) for `eval --checkpoint`: a miniclip
+    run's .npz (its own tokenizer and settings; preprocess None: pixels as training saw them),
+    else an OpenAI name or a file miniclip.load reads (OpenAI's preprocess and vocabulary,
+    or a Hugging Face folder's)."""
+    if checkpoint.endswith(".npz"):
+        from miniclip.checkpoint import model_from_checkpoint
+        model, tokenizer, meta = model_from_checkpoint(checkpoint)
+        return model, tokenizer, {"dataset": "shapes", **meta.get("config", {})}, None
+    from miniclip.pretrained import load, read_hf_tokenizer
+    model, preprocess = load(checkpoint)
+    return model, read_hf_tokenizer(checkpoint), {}, preprocess
+
+
+def _shots(text):
+    """--few-shot '1,2,4,all' -> (1, 2, 4, None): None is every training example."""
+    shots = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            shots.append(None)
+        elif part.isdigit() and int(part) >= 1:
+            shots.append(int(part))
+        else:
+            raise ValueError(f"--few-shot {text!r}: {part!r} is not a count; give "
+                             "comma-separated integers >= 1 or 'all', e.g. 1,2,4,8,16,all")
+    return tuple(dict.fromkeys(shots))
+
+
+def _probes(args, model, preprocess, dataset, seed, shots, result):
+    """The linear probe (--linear-probe) and the few-shot curve (--few-shot, plotted)."""
+    from miniclip.evaluate import encode_images, few_shot_probe, linear_probe
+    from miniclip.tasks import probe_data
+    train_images, train_labels, test_images, test_labels, _, zero_shot_key = probe_data(
+        dataset, seed, model.config.image_resolution, args.probe_train_size)
+    train_features = encode_images(model, train_images, preprocess=preprocess)
+    test_features = encode_images(model, test_images, preprocess=preprocess)
+    out = {}
+    if args.linear_probe:
+        out["linear_probe"] = linear_probe(train_features, train_labels, test_features, test_labels)
+    if shots:
+        curve = few_shot_probe(train_features, train_labels, test_features, test_labels,
+                               shots=shots, draws=args.draws, seed=seed)
+        out["few_shot"] = {"zero_shot_metric": zero_shot_key,
+                           "zero_shot": result[zero_shot_key],
+                           "shots": {"all" if k is None else str(k): v for k, v in curve.items()}}
+        path = args.plot or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint))
+                                         if os.path.exists(args.checkpoint) else ".",
+                                         f"few_shot_{dataset}.png")
+        from miniclip.fileio import atomic_write
+        from miniclip.viz import few_shot_curve
+        title = f"{dataset}: few-shot linear probe"
+        atomic_write(path, lambda f: few_shot_curve(out["few_shot"], title, f))   # PNG, closed
+        out["few_shot"]["plot"] = path
+    return out
+
+
+def _print_published(checkpoint, dataset, result):
+    """The paper's and CLIP_benchmark's zero-shot figures for this model, beside ours."""
+    from miniclip.evaluate import PUBLISHED_ZERO_SHOT
+    title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
+    published = PUBLISHED_ZERO_SHOT.get((checkpoint, dataset))
+    ours = f"top-1 {100 * result['zero_shot_accuracy']:.2f} %"
+    if result.get("top5") is not None:
+        ours += f", top-5 {100 * result['top5']:.2f} %"
+    if published is None:
+        print(f"{checkpoint} on {title}: {ours}; no published figure for this model")
+    else:
+        print(f"{checkpoint} on {title}: {ours}; published top-1: CLIP paper (Table 11) "
+              f"{published['paper']:.1f} %, CLIP_benchmark {published['clip_benchmark']:.1f} %")
+
+
+def _print_few_shot(few_shot, dataset, draws):
+    print(f"few-shot linear probe on {dataset} (mean ± spread over {draws} draws of k per "
+          f"class; l2 chosen on held-out training examples)")
+    print(f"  {'zero-shot':10s} {100 * few_shot['zero_shot']:6.2f} %   ({few_shot['zero_shot_metric']})")
+    for k, v in few_shot["shots"].items():
+        label = "all" if k == "all" else f"{k}-shot"
+        print(f"  {label:10s} {100 * v['mean']:6.2f} ± {100 * v['std']:.2f} %")
+    print(f"plot: {few_shot['plot']}")
 
 
 def _print_evaluation(result):
     """eval's result in percentages, as train's summary prints them."""
     for key, value in result.items():
         if isinstance(value, float):
-            print(f"  {key:28s} {100 * value:6.2f} %")
+            print(f"  {key:34s} {100 * value:6.2f} %")
     if "per_class" in result:
         print("  per class: " + ", ".join(f"{name} {100 * v:.1f} %"
                                           for name, v in result["per_class"].items()))
     if "linear_probe" in result:
         probe = result["linear_probe"]
-        print(f"  {'linear_probe':28s} {100 * probe['accuracy']:6.2f} % (l2 {probe['l2']:g}, "
+        print(f"  {'linear_probe':34s} {100 * probe['accuracy']:6.2f} % (l2 {probe['l2']:g}, "
               f"validation {100 * probe['val_accuracy']:.2f} %)")
 
 

@@ -1,20 +1,34 @@
-"""How we know what a CLIP learned: zero-shot classification, retrieval, linear probe.
+"""How we know what a CLIP learned: zero-shot classification, retrieval, linear and
+few-shot probes.
 
 Zero-shot: turn each class name into text ('a photo of a {}.' for many
 templates), embed the texts, average per class -> a classifier with no
 training at all. Retrieval: for each image, is its own caption among the K
 most similar texts (and the other way round)? Linear probe: how much a
-logistic regression on frozen image features can read out.
+logistic regression on frozen image features can read out; a few-shot probe
+does it from k labelled examples per class.
 
 Features are computed on the model's device, batch by batch, under no_grad,
 and come back as NumPy arrays: the metrics themselves are cheap.
 """
 import numpy as np
+from PIL import Image
 
 from miniclip import backend
 from miniclip.autograd import no_grad
 from miniclip.data.transforms import normalize_batch
 from miniclip.tokenizer import tokenize
+
+
+# Published zero-shot top-1 (%) on CIFAR-10 / CIFAR-100 with OpenAI's class names and 18
+# templates (DESIGN §9): the CLIP paper's Table 11, and CLIP_benchmark's reproduction
+# (OpenCLIP's docs/openclip_classification_results.csv). Only the models DESIGN lists.
+PUBLISHED_ZERO_SHOT = {
+    ("ViT-B/32", "cifar10"): {"paper": 91.3, "clip_benchmark": 89.8},
+    ("ViT-B/32", "cifar100"): {"paper": 65.1, "clip_benchmark": 64.2},
+    ("RN50", "cifar10"): {"paper": 75.6, "clip_benchmark": 71.6},
+    ("RN50", "cifar100"): {"paper": 41.6, "clip_benchmark": 40.3},
+}
 
 
 def model_device(model):
@@ -27,18 +41,23 @@ def _l2_normalize(x):
 
 
 @no_grad()
-def encode_images(model, images, batch_size=256):
+def encode_images(model, images, batch_size=256, preprocess=None):
     """Normalised image features (N, E), NumPy.
 
     images: uint8 (N, S, S, 3) pixels (normalised here with OpenAI's mean/std)
             or float32 (N, 3, S, S) already preprocessed.
+    preprocess: None, or a callable PIL.Image -> float32 (3, R, R) (the `preprocess` that
+            miniclip.load returns: bicubic resize to R, center crop, normalise) applied to
+            each uint8 image, one batch at a time (CIFAR's 32 x 32 become R x R).
     """
     device = model_device(model)
     dtype = next(iter(model.parameters())).dtype
     features = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
-        if batch.dtype == np.uint8:
+        if preprocess is not None:
+            batch = np.stack([preprocess(Image.fromarray(np.asarray(image))) for image in batch])
+        elif batch.dtype == np.uint8:
             batch = normalize_batch(batch)
         x = backend.to_device(batch.astype(dtype, copy=False), device)
         features.append(backend.to_numpy(model.encode_image(x).data))
@@ -163,6 +182,17 @@ def _predict(w, x):
     return (x @ w[:-1] + w[-1]).argmax(axis=1)
 
 
+def _choose_l2(fit_x, fit_y, val_x, val_y, num_classes, l2_grid, steps):
+    """(the l2 in l2_grid whose probe, fit on (fit_x, fit_y), scores best on the held-out
+    (val_x, val_y), that score). The test set never enters: the paper's validation sweep."""
+    scores = []
+    for l2 in l2_grid:
+        w = _fit_logistic(fit_x, fit_y, num_classes, l2, steps)
+        scores.append(float((_predict(w, val_x) == val_y).mean()))
+    best = int(np.argmax(scores))
+    return l2_grid[best], scores[best]
+
+
 def linear_probe(train_features, train_labels, test_features, test_labels,
                  l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction=0.2, steps=500, seed=0):
     """Logistic regression on frozen, normalised image features.
@@ -178,11 +208,56 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
     order = np.random.default_rng(seed).permutation(len(train_features))
     n_val = max(1, int(len(order) * val_fraction))
     val, fit = order[:n_val], order[n_val:]
-    scores = []
-    for l2 in l2_grid:
-        w = _fit_logistic(train_features[fit], train_labels[fit], num_classes, l2, steps)
-        scores.append(float((_predict(w, train_features[val]) == train_labels[val]).mean()))
-    best = int(np.argmax(scores))
-    w = _fit_logistic(train_features, train_labels, num_classes, l2_grid[best], steps)
+    l2, val_accuracy = _choose_l2(train_features[fit], train_labels[fit], train_features[val],
+                                  train_labels[val], num_classes, l2_grid, steps)
+    w = _fit_logistic(train_features, train_labels, num_classes, l2, steps)
     accuracy = float((_predict(w, test_features) == test_labels).mean())
-    return {"accuracy": accuracy, "l2": l2_grid[best], "val_accuracy": scores[best]}
+    return {"accuracy": accuracy, "l2": l2, "val_accuracy": val_accuracy}
+
+
+def few_shot_indices(labels, k, seed, draw):
+    """k indices of each class, drawn without replacement (a class with fewer than k
+    examples gives all it has); k=None: every index. The draw is a function of
+    (seed, k, draw) alone. labels: (N,) ints -> sorted int64 indices."""
+    labels = np.asarray(labels)
+    if k is None:
+        return np.arange(len(labels), dtype=np.int64)
+    rng = np.random.default_rng((seed, k, draw))
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def few_shot_probe(train_features, train_labels, test_features, test_labels,
+                   shots=(1, 2, 4, 8, 16, None), draws=5, seed=0,
+                   l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction=0.2, steps=500):
+    """Linear probes from k labelled examples per class (the CLIP paper's Figure 6).
+
+    A fixed part of the training examples (val_fraction, drawn by seed) is held out to
+    choose the L2 strength; the k-shot examples are drawn from the rest, `draws` times
+    per k (k=None: all of the rest, one draw). For each draw the probe is fit on its k
+    shots with every l2 in l2_grid, the best on the held-out part is kept and scored on
+    the test set, which no choice ever sees.
+    Returns {k: {'mean': test top-1 averaged over the draws, 'std': their spread
+    (population std), 'accuracies': [...], 'l2': [chosen per draw]}}.
+    """
+    train_features = np.asarray(train_features, np.float64)
+    test_features = np.asarray(test_features, np.float64)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    order = np.random.default_rng(seed).permutation(len(train_features))
+    n_val = max(1, int(len(order) * val_fraction))
+    val, pool = np.sort(order[:n_val]), np.sort(order[n_val:])       # held out / to draw from
+    result = {}
+    for k in shots:
+        accuracies, chosen = [], []
+        for draw in range(1 if k is None else draws):
+            fit = pool[few_shot_indices(train_labels[pool], k, seed, draw)]
+            x, y = train_features[fit], train_labels[fit]
+            l2, _ = _choose_l2(x, y, train_features[val], train_labels[val], num_classes,
+                               l2_grid, steps)
+            w = _fit_logistic(x, y, num_classes, l2, steps)
+            accuracies.append(float((_predict(w, test_features) == test_labels).mean()))
+            chosen.append(l2)
+        result[k] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+                     "accuracies": accuracies, "l2": chosen}
+    return result

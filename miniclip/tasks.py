@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from miniclip.data.captions import all_captions
 from miniclip.evaluate import (encode_images, encode_texts, recall_at_k, zero_shot_accuracy,
                                zero_shot_classifier)
 
-DATASETS = "shapes, cifar10, cifar100 or csv:PATH"
+DATASETS = "shapes, cifar10, cifar100, csv:PATH or karpathy:PATH (with an image folder)"
+FIVE_CAPTION_IMAGES = 1000      # shapes' Flickr-style retrieval: 1,000 test images x 5 captions
 
 
 @dataclass
@@ -42,22 +44,28 @@ class Task:
     pairs: tuple                       # (uint8 images (n, S, S, 3), n captions) held out, to plot
 
 
-def make_task(dataset, seed=0, image_size=32, train_size=None, train=True, csv=None):
-    """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH.
+def make_task(dataset, seed=0, image_size=32, train_size=None, train=True, csv=None,
+              preprocess=None, images=None, split="test"):
+    """The Task for a dataset name: shapes | cifar10 | cifar100 | csv:PATH | karpathy:PATH.
 
     csv: for csv:PATH, CsvDataset's options (sep, img_key, caption_key); None: its defaults.
+    images, split: for karpathy:PATH, the image folder and the split evaluated.
+    preprocess: CIFAR only: a pretrained model's `preprocess` (miniclip.load), applied to
+    every test image (None: the 32 x 32 pixels, normalised, as training sees them).
     """
     check_dataset(dataset)
     if dataset == "shapes":
         return shapes_task(seed, image_size, train_size, train)
     if dataset.startswith("csv:"):
         return csv_task(dataset[len("csv:"):], image_size, **(csv or {}))
-    return cifar_task(dataset, train)
+    if dataset.startswith("karpathy:"):
+        return karpathy_task(dataset[len("karpathy:"):], images, split, image_size, train)
+    return cifar_task(dataset, train, preprocess)
 
 
 def check_dataset(dataset):
     """Refuse an unknown dataset name before anything is loaded."""
-    if not (dataset in ("shapes", "cifar10", "cifar100") or dataset.startswith("csv:")):
+    if not (dataset in ("shapes", "cifar10", "cifar100") or dataset.startswith(("csv:", "karpathy:"))):
         raise ValueError(f"unknown dataset {dataset!r}: use {DATASETS}")
 
 
@@ -69,7 +77,9 @@ def _mean_zero_shot(result, keys):
 def shapes_task(seed=0, image_size=32, train_size=None, train=True):
     """Captioned shapes: zero-shot colour, shape, size and position on the test split
     (the headline is their mean), plus the never-seen colour-shape pairs of the
-    heldout split and retrieval recall@K, reported beside it."""
+    heldout split and retrieval recall@K, reported beside it: one caption per test
+    image (test/image_to_text_R@1, ...), and as Flickr30k is scored, five differently
+    worded captions for each of the first 1,000 test images (test/5-caption/...)."""
     from miniclip.data.shapes import ShapesDataset, zero_shot_tasks
     splits = {s: ShapesDataset(s, seed=seed, image_size=image_size) for s in ("test", "heldout")}
     arrays = {s: d.arrays() for s, d in splits.items()}
@@ -91,6 +101,12 @@ def shapes_task(seed=0, image_size=32, train_size=None, train=True):
                 texts = splits[split].captions(np.arange(n))
                 result.update({f"test/{k}": v for k, v in recall_at_k(
                     feats, encode_texts(model, texts, tokenizer)).items()})
+                # Flickr30k-style: 1,000 images, five differently worded captions each
+                m = min(n, FIVE_CAPTION_IMAGES)
+                texts, image_of_text = all_captions(splits[split].caption_set(np.arange(m), 5))
+                result.update({f"test/5-caption/{k}": v for k, v in recall_at_k(
+                    feats[:m], encode_texts(model, texts, tokenizer),
+                    image_of_text=image_of_text).items()})
         return _mean_zero_shot(result, zero_shot)
 
     pairs = (arrays["test"][:12], splits["test"].captions(np.arange(12)))
@@ -105,9 +121,10 @@ def shapes_task(seed=0, image_size=32, train_size=None, train=True):
                 "zero_shot_accuracy", pairs)
 
 
-def cifar_task(dataset="cifar10", train=True):
+def cifar_task(dataset="cifar10", train=True, preprocess=None):
     """CIFAR-10/100: zero-shot classification of the 10,000 test images with
-    OpenAI's 18 prompt templates (top-1 is the headline; top-5 and per-class beside)."""
+    OpenAI's class names and 18 prompt templates, ensembled (zero_shot_classifier);
+    top-1 is the headline, top-5 and per-class beside. preprocess: see make_task."""
     from miniclip.data.cifar import TEMPLATES, load_cifar
     from miniclip.data.loader import label_captions
     test_images, test_labels, classnames = load_cifar(dataset, "test")
@@ -115,7 +132,8 @@ def cifar_task(dataset="cifar10", train=True):
     def evaluate(model, tokenizer, limit=None):
         n = len(test_images) if limit is None else min(limit, len(test_images))
         classifier = zero_shot_classifier(model, classnames, TEMPLATES, tokenizer)
-        acc = zero_shot_accuracy(encode_images(model, test_images[:n]), test_labels[:n], classifier)
+        features = encode_images(model, test_images[:n], preprocess=preprocess)
+        acc = zero_shot_accuracy(features, test_labels[:n], classifier)
         return {"test/class": acc["top1"], "zero_shot_accuracy": acc["top1"], "top5": acc.get("top5"),
                 "per_class": dict(zip(classnames, np.round(acc["per_class"], 4).tolist()))}
 
@@ -129,27 +147,75 @@ def cifar_task(dataset="cifar10", train=True):
 
 
 def csv_task(path, image_size=32, sep="\t", img_key="filepath", caption_key="title"):
-    """A user's image-caption pairs: trains on the first 90 %, scores image->text
-    and text->image recall@K on the last 10 % (no classes, so no zero-shot task).
+    """A user's images and captions: trains on the first 90 % of the images (one of an
+    image's captions drawn per epoch), scores image->text and text->image recall@K on
+    the last 10 % with all their captions (no classes, so no zero-shot task).
     sep, img_key, caption_key: the separator and column names (OpenCLIP's defaults)."""
     from miniclip.data.csv import CsvDataset
     data = CsvDataset(path, image_size=image_size, sep=sep, img_key=img_key,
                       caption_key=caption_key)
     n_test = max(1, len(data) // 10)                  # the last 10 % is held out
     if len(data) < 2:
-        raise ValueError(f"{path}: {len(data)} readable pair: the last tenth (at least one "
-                         f"pair) is held out for evaluation, so none is left to train on; "
-                         f"list more pairs")
-    images, texts = data.arrays(), list(data.texts)
+        raise ValueError(f"{path}: {len(data)} readable image: the last tenth (at least one "
+                         f"image) is held out for evaluation, so none is left to train on; "
+                         f"list more images")
+    images, texts = data.arrays(), data.texts_per_image
 
     def evaluate(model, tokenizer, limit=None):
         feats = encode_images(model, images[-n_test:])
-        return recall_at_k(feats, encode_texts(model, texts[-n_test:], tokenizer))
+        flat, image_of_text = all_captions(texts[-n_test:])
+        return recall_at_k(feats, encode_texts(model, flat, tokenizer), image_of_text=image_of_text)
 
-    def captions(indices, rng):
-        return [texts[i] for i in indices]
-
-    _, groups = np.unique(texts[:-n_test], return_inverse=True)
-    pairs = (images[-n_test:][:12], texts[-n_test:][:12])
-    return Task(f"csv:{path}", images[:-n_test], captions, groups, evaluate, (),
+    # images with the same captions can swap them: one group
+    _, groups = np.unique(["\n".join(sorted(t)) for t in texts[:-n_test]], return_inverse=True)
+    pairs = (images[-n_test:][:12], data.texts[-n_test:][:12])
+    return Task(f"csv:{path}", images[:-n_test], data.captions, groups, evaluate, (),
                 "image_to_text_R@1", pairs)
+
+
+def karpathy_task(path, images, split="test", image_size=32, train=True):
+    """COCO / Flickr30k retrieval (Karpathy's split file + an image folder), scored as the
+    CLIP paper's Table 13: image->text and text->image recall@1/5/10 on `split` with all
+    five captions of each image. Trains on the 'train' and 'restval' images, one of each
+    image's captions drawn per epoch."""
+    from miniclip.data.karpathy import KarpathyDataset
+    if images is None:
+        raise ValueError(f"karpathy:{path}: give the image folder with --images (images= in "
+                         f"Python), e.g. --images flickr30k-images")
+    test = KarpathyDataset(path, images, split, image_size)
+
+    def evaluate(model, tokenizer, limit=None):
+        n = len(test) if limit is None else min(limit, len(test))
+        texts, image_of_text = all_captions(test.texts_per_image[:n])
+        return recall_at_k(encode_images(model, test.arrays()[:n]),
+                           encode_texts(model, texts, tokenizer), image_of_text=image_of_text)
+
+    pairs = (test.arrays()[:12], test.captions(np.arange(min(12, len(test)))))
+    if not train:
+        return Task(f"karpathy:{path}", None, None, None, evaluate, (), "image_to_text_R@1", pairs)
+    data = KarpathyDataset(path, images, ("train", "restval"), image_size)
+    return Task(f"karpathy:{path}", data.arrays(), data.captions, np.arange(len(data)),
+                evaluate, (), "image_to_text_R@1", pairs)
+
+
+def probe_data(dataset, seed=0, image_size=32, train_size=10000):
+    """What a linear / few-shot probe of `dataset` fits and scores, and the zero-shot
+    metric it is read beside: (train uint8 (n, S, S, 3), train labels (n,), test uint8,
+    test labels, class names, zero-shot metric name). CIFAR: its class, the first
+    train_size training images; shapes: the main object's shape (train_size images of
+    the train split, the test split)."""
+    if dataset in ("cifar10", "cifar100"):
+        from miniclip.data.cifar import load_cifar
+        train_images, train_labels, classnames = load_cifar(dataset, "train")
+        test_images, test_labels, _ = load_cifar(dataset, "test")
+        n = min(train_size, len(train_images))
+        return (train_images[:n], train_labels[:n], test_images, test_labels, classnames,
+                "test/class")
+    if dataset == "shapes":
+        from miniclip.data.shapes import SHAPES, ShapesDataset
+        train = ShapesDataset("train", seed=seed, image_size=image_size, size=train_size)
+        test = ShapesDataset("test", seed=seed, image_size=image_size)
+        return (train.arrays(), train.labels("shape"), test.arrays(), test.labels("shape"),
+                list(SHAPES), "test/shape")
+    raise ValueError(f"--linear-probe / --few-shot: {dataset} has no classes; use cifar10, "
+                     "cifar100 or shapes")

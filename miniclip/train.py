@@ -55,12 +55,15 @@ DATASET_DEFAULTS = {
     "shapes": dict(model="tiny", steps=600, lr=1e-3),
     "cifar": dict(model="cifar-tiny", time_budget=10.0, lr=2e-3),
     "csv": dict(model="tiny", epochs=10.0, lr=2e-3),
+    "karpathy": dict(model="tiny", epochs=10.0, lr=2e-3),
 }
 
 
 def dataset_kind(dataset):
-    """'shapes', 'cifar' or 'csv': the key of DATASET_DEFAULTS for a dataset name."""
-    return "csv" if dataset.startswith("csv:") else "cifar" if dataset.startswith("cifar") else dataset
+    """'shapes', 'cifar', 'csv' or 'karpathy': the key of DATASET_DEFAULTS for a dataset name."""
+    if dataset.startswith(("csv:", "karpathy:")):
+        return dataset.split(":", 1)[0]
+    return "cifar" if dataset.startswith("cifar") else dataset
 
 
 @dataclass
@@ -71,7 +74,7 @@ class TrainConfig:
     and the CLI's flags take their defaults from this class. Fields left None
     that have a per-dataset default (DATASET_DEFAULTS) are filled in on creation.
     """
-    dataset: str = "shapes"            # shapes | cifar10 | cifar100 | csv:PATH
+    dataset: str = "shapes"            # shapes | cifar10 | cifar100 | csv:PATH | karpathy:PATH
     model: str | None = None           # a name in miniclip.model.CONFIGS (per dataset)
     steps: int | None = None           # stop after this many optimiser steps ...
     epochs: float | None = None        # ... or this many passes over the data ...
@@ -107,6 +110,7 @@ class TrainConfig:
     csv_separator: str = "\t"          # csv:PATH datasets: the column separator ...
     csv_img_key: str = "filepath"      # ... the image path column ...
     csv_caption_key: str = "title"     # ... and the caption column (OpenCLIP's defaults)
+    images: str | None = None          # karpathy:PATH datasets: the image folder
 
     def __post_init__(self):
         check_dataset(self.dataset)
@@ -234,7 +238,8 @@ def train(cfg, resume=False, progress=True, allow_changes=False, overwrite=False
         model_config = model_config_for(cfg, tokenizer)
         task = make_task(cfg.dataset, seed=cfg.seed, image_size=cfg.image_size,
                          train_size=cfg.train_size, csv=dict(sep=cfg.csv_separator,
-                         img_key=cfg.csv_img_key, caption_key=cfg.csv_caption_key))
+                         img_key=cfg.csv_img_key, caption_key=cfg.csv_caption_key),
+                         images=cfg.images)
         model = CLIP(model_config, seed=cfg.seed).to(device)
         model.logit_scale.requires_grad = not cfg.fixed_temperature   # fixed: left out of AdamW
         if comm.is_main:

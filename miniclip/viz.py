@@ -1,4 +1,5 @@
-"""Pictures that teach: the similarity matrix, training curves, attention maps.
+"""Pictures that teach: the similarity matrix, training curves, attention maps, the
+few-shot curve.
 
 matplotlib is one of miniclip's dependencies (setup.cfg). Each function draws into a
 new figure and returns it; with `path` it also saves a PNG (modest DPI).
@@ -119,4 +120,33 @@ def attention_map(image, attention, grid, path=None, title="class-token attentio
     for ax in axes:
         ax.axis("off")
     fig.colorbar(im, ax=axes[1], fraction=0.046, label="attention weight")
+    return _save(fig, path)
+
+
+def few_shot_curve(few_shot, title="few-shot linear probe", path=None):
+    """Test accuracy against labelled examples per class (log scale), mean ± spread of the
+    draws, with the zero-shot accuracy as a level line: the CLIP paper's Figure 6.
+
+    few_shot: {'zero_shot': fraction, 'zero_shot_metric': name, 'shots': {'1': {'mean',
+    'std', ...}, ..., 'all': {...}}} as `python -m miniclip eval --few-shot` makes it.
+    """
+    counts = [k for k in few_shot["shots"] if k != "all"]
+    ks = [int(k) for k in counts]
+    mean = np.array([100 * few_shot["shots"][k]["mean"] for k in counts])
+    std = np.array([100 * few_shot["shots"][k]["std"] for k in counts])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if ks:
+        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label="linear probe (k per class)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+    if "all" in few_shot["shots"]:
+        ax.axhline(100 * few_shot["shots"]["all"]["mean"], color="grey", linestyle=":",
+                   label="linear probe, all examples")
+    ax.axhline(100 * few_shot["zero_shot"], color="C3", linestyle="--",
+               label=f"zero-shot ({few_shot['zero_shot_metric']})")
+    ax.set_xlabel("labelled examples per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path)

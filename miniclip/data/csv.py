@@ -11,6 +11,10 @@ with `"`); any other separator uses the standard CSV quoting. A UTF-8 byte-order
 mark is ignored. Relative paths are relative to the CSV file's folder. Every
 image is loaded once, its shorter side resized to S (bicubic) and the central
 S x S square kept, into one uint8 array (N, S, S, 3).
+
+An image listed on several rows (COCO-style, five captions per image) is one image
+with several captions, in the order of its first row: training draws one of them per
+epoch, evaluation uses all of them (miniclip/data/captions.py).
 """
 import csv
 import io
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from miniclip.data.captions import one_caption_each
 from miniclip.data.transforms import ImageRefusedError, open_image, resize_and_crop
 
 FLAGS = {"img_key": "--csv-img-key", "caption_key": "--csv-caption-key"}
@@ -81,13 +86,16 @@ def read_rows(path, sep="\t", img_key="filepath", caption_key="title"):
 
 
 class CsvDataset:
-    """Image-caption pairs from a CSV file, held in memory.
+    """Images and their captions from a CSV file, held in memory; rows naming the same
+    image are grouped: N images, each with one or more captions.
 
     on_error: 'fail' (default) stops at the first unreadable image and names
     it; 'skip' leaves such rows out, warns with their count, and lists their
     paths in `self.skipped`.
-    ds[i] -> (image uint8 (S, S, 3), caption str); ds.arrays() -> uint8 (N, S, S, 3);
-    ds.captions(indices, rng=None) -> list of str (the DataLoader's interface).
+    ds[i] -> (image uint8 (S, S, 3), its first caption); ds.arrays() -> uint8 (N, S, S, 3);
+    ds.texts: each image's first caption; ds.texts_per_image: each image's captions;
+    ds.captions(indices, rng=None) -> list of str (the DataLoader's interface: rng None,
+    the first caption; a Generator, one of the image's captions drawn from it).
     """
 
     def __init__(self, path, image_size=32, sep="\t", img_key="filepath", caption_key="title",
@@ -96,9 +104,12 @@ class CsvDataset:
             raise ValueError(f"on_error={on_error!r}: use 'fail' or 'skip'")
         self.path, self.image_size = Path(path), image_size
         rows = read_rows(self.path, sep, img_key, caption_key)
-
-        images, self.texts, self.skipped = [], [], []
+        grouped = {}  # image path as written -> (its first row's line, [captions]), in order
         for line, name, caption in rows:
+            grouped.setdefault(name, (line, []))[1].append(caption)
+
+        images, self.texts_per_image, self.skipped = [], [], []
+        for name, (line, captions) in grouped.items():
             file = self.path.parent / name  # an absolute path stays absolute
             try:
                 with open_image(file) as raw:  # refuses FIFOs, folders, > MAX_PIXELS pixels
@@ -110,7 +121,7 @@ class CsvDataset:
                     raise ValueError(f"{self.path} line {line}: {problem}. Fix or remove that "
                                      f"row (in Python, on_error='skip' leaves unreadable "
                                      f"images out)") from None
-                self.skipped.append(str(file))
+                self.skipped.extend([str(file)] * len(captions))  # one entry per row left out
                 continue
             except MemoryError:
                 err = MemoryError(f"{self.path} line {line}: decoding the image {file} needs "
@@ -118,13 +129,15 @@ class CsvDataset:
                 err.filename = str(file)
                 raise err from None
             images.append(np.asarray(image))
-            self.texts.append(caption)
+            self.texts_per_image.append(captions)
         if self.skipped:
             warnings.warn(f"{self.path}: skipped {len(self.skipped)} of {len(rows)} rows whose "
                           f"image could not be read (first: {self.skipped[0]})")
         if not images:
             raise ValueError(f"{self.path}: no readable image-caption pairs")
         self.images_array = np.stack(images)  # (N, S, S, 3) uint8
+        self.texts = [captions[0] for captions in self.texts_per_image]
+        self._draw = one_caption_each(self.texts_per_image)
 
     def __len__(self):
         return len(self.texts)
@@ -141,8 +154,9 @@ class CsvDataset:
         return self.images_array[np.asarray(indices, dtype=np.int64)]
 
     def captions(self, indices, rng=None):
-        """The captions at these indices (one caption per image, so rng is unused)."""
-        return [self.texts[i] for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        """One caption per index: rng None, the image's first; a Generator, one drawn from it."""
+        return self._draw(indices, rng)
 
     def __repr__(self):
-        return f"CsvDataset({str(self.path)!r}, image_size={self.image_size}, pairs={len(self)})"
+        return (f"CsvDataset({str(self.path)!r}, image_size={self.image_size}, images={len(self)}, "
+                f"captions={sum(map(len, self.texts_per_image))})")

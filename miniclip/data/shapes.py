@@ -337,6 +337,21 @@ class ShapesDataset:
             draws = rng.random((len(indices), 4))
         return [self._caption(i, d) for i, d in zip(indices, draws)]
 
+    def caption_set(self, indices, count=5):
+        """`count` captions per index, each from a different template, so differently
+        worded (COCO and Flickr30k have five per image); fixed by (seed, index).
+        Returns one list of `count` strings per index."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        draws = np.stack([self._uniform(50 + k, index=indices) for k in range(4)], axis=1)
+        out = []
+        for i, d in zip(indices, draws):
+            n = len(TEMPLATES_ONE) if self.objects["count"][i] == 1 else len(TEMPLATES_TWO)
+            first = _choose(d[0], n)
+            out.append([self._caption(i, [((first + k) % n + 0.5) / n,   # the k-th template after it
+                                          (d[1] + k / count) % 1.0, d[2], d[3]])
+                        for k in range(count)])
+        return out
+
     def _caption(self, i, draws):
         """The caption of image i from 4 uniform numbers (template, wording, order, relation)."""
         o = self.objects
