@@ -99,7 +99,8 @@ def _stamp(cfg):
 
 def shared_run(cfg=None, progress=True):
     """Train the run once (with a progress bar), or load it if a finished run with the same config
-    and the same miniclip source is on disk. Returns (model, tokenizer, meta, run folder)."""
+    and the same miniclip source is on disk (a folder made otherwise is trained again, silently:
+    a regeneration never mixes old and new outputs). Returns (model, tokenizer, meta, run folder)."""
     from miniclip.checkpoint import model_from_checkpoint
     from miniclip.train import train
 
@@ -112,11 +113,12 @@ def shared_run(cfg=None, progress=True):
     if reusable:
         print(f"loading the shared run {shown(run)} (delete the folder to train it again)")
     else:
-        if run.exists():
-            print(f"{shown(run)} was trained with another config or older miniclip code: training again")
+        if run.exists():            # made by another config or other miniclip code: start afresh
             shutil.rmtree(run)
-        print(f"training the shared run into {shown(run)}: {cfg.steps} steps of the "
-              f"'{cfg.model}' config, batch {cfg.batch_size} (reused next time)")
+        length = (f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs:g} epochs" if cfg.epochs
+                  else f"{cfg.time_budget:g} minutes")
+        print(f"training {shown(run)}: {length} of the '{cfg.model}' config, batch {cfg.batch_size} "
+              f"(saved, and loaded next time)")
         train(cfg, progress=progress)
         stamp_file.write_text(json.dumps(wanted, indent=1))
     model, tokenizer, meta = model_from_checkpoint(run / "checkpoint.npz")

@@ -75,14 +75,25 @@ _CR = re.compile(r"[^\n]*\r(?!\n)")
 
 
 def _clean_outputs(nb):
-    """Collapse carriage-return redraws (tqdm bars) to what a terminal would finally show."""
+    """Collapse carriage-return redraws (tqdm bars) to what a terminal would finally show: the
+    kernel sends each redraw as its own stream output, so consecutive outputs of one stream are
+    joined first, then every line keeps only what follows its last carriage return."""
     for cell in nb.cells:
+        merged = []
         for out in cell.get("outputs", []):
+            if (out.get("output_type") == "stream" and merged
+                    and merged[-1].get("output_type") == "stream" and merged[-1]["name"] == out["name"]):
+                merged[-1]["text"] += out["text"]
+            else:
+                merged.append(out)
+        for out in merged:
             if out.get("output_type") == "stream":
                 text = out["text"].replace("\r\n", "\n")
                 while _CR.search(text):
                     text = _CR.sub("", text)
                 out["text"] = text
+        if "outputs" in cell:
+            cell["outputs"] = merged
 
 
 @contextlib.contextmanager

@@ -80,3 +80,19 @@ def test_progress_bars_are_collapsed():
                                            text="start\n 10%|#  | 1/10\r 50%|##  | 5/10\r100%|###| 10/10\n")]
     run._clean_outputs(nbformat.v4.new_notebook(cells=[cell]))
     assert cell.outputs[0]["text"] == "start\n100%|###| 10/10\n"
+
+
+def test_progress_bar_fragments_become_one_line():
+    """The kernel sends each tqdm redraw as its own stream output (lesson 01 once saved 664 of
+    them): they are joined and collapsed to the bar's final line, other outputs kept in order."""
+    nbformat = pytest.importorskip("nbformat")
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="training\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="  0%|  | 0/10"),
+                    *[nbformat.v4.new_output("stream", name="stderr", text=f"\r {10 * i}%|# | {i}/10")
+                      for i in range(1, 11)],
+                    nbformat.v4.new_output("stream", name="stderr", text="\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+    run._clean_outputs(nbformat.v4.new_notebook(cells=[cell]))
+    assert [(o["name"], o["text"]) for o in cell.outputs] == [
+        ("stdout", "training\n"), ("stderr", " 100%|# | 10/10\n"), ("stdout", "done\n")]
