@@ -33,7 +33,8 @@ print(json.dumps({"seconds": seconds, "cpu": cpu, "module": miniclip.__file__,
 
 def write_checkpoint(path):
     sys.path.insert(0, HERE)
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     from miniclip.pretrained import write_safetensors
     shapes = {name: p.shape for name, p in CLIP(get_config("ViT-B/32"), init=False).named_parameters()}
     rng = np.random.default_rng(0)

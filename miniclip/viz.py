@@ -79,7 +79,7 @@ def similarity_matrix(similarity, texts=None, path=None, images=None, title="cos
         ax.set_xlim(-1.6, n - 0.5)
         ax.set_ylim(n - 0.5, -0.5)          # imshow of each thumbnail moved the y-limits
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="cosine similarity")
     return _save(fig, path)
 
 

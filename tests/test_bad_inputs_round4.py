@@ -23,7 +23,8 @@ from miniclip.data.loader import DataLoader
 from miniclip.data.transforms import to_8bit
 from miniclip.download import DownloadError
 from miniclip.evaluate import recall_at_k
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.tasks import make_task
 from miniclip.tokenizer import Tokenizer, tokenize, train_bpe
 

@@ -112,7 +112,7 @@ def test_other_expected_errors_keep_the_debug_hint(monkeypatch, capsys):
 
 def test_a_model_far_too_big_for_the_data_is_named_before_training(tmp_path, capsys):
     from types import SimpleNamespace
-    from miniclip.model import get_config
+    from miniclip.config import get_config
     from miniclip.train import TrainConfig, note_model_size
     cfg = TrainConfig(model="ViT-B/32", out=str(tmp_path))
     config = get_config("ViT-B/32")

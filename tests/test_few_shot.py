@@ -73,7 +73,8 @@ def test_regularisation_never_sees_test_labels():
 def micro_checkpoint(path):
     import dataclasses
     from miniclip.checkpoint import save_checkpoint
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     from miniclip.tokenizer import Tokenizer
     tokenizer = Tokenizer.default()
     model = CLIP(dataclasses.replace(get_config("micro"), vocab_size=len(tokenizer)), seed=0)

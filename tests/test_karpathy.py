@@ -18,7 +18,8 @@ from miniclip.data.karpathy import KarpathyDataset, read_karpathy
 from miniclip.data.loader import DataLoader
 from miniclip.data.shapes import ShapesDataset
 from miniclip.evaluate import encode_images, encode_texts, recall_at_k
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.tokenizer import Tokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),

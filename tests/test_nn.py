@@ -9,7 +9,8 @@ import miniclip.functional as F
 from miniclip import backend
 from miniclip.autograd import gradcheck
 from miniclip.autograd.tensor import Tensor, no_grad
-from miniclip.model import CLIP, CLIPConfig
+from miniclip.config import CLIPConfig
+from miniclip.model import CLIP
 from miniclip.nn import (Embedding, LayerNorm, Linear, Module, ModuleList, MultiheadAttention,
                          Parameter, ResidualAttentionBlock, Transformer)
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from miniclip.model import CLIP, CLIPConfig
+from miniclip.config import CLIPConfig
+from miniclip.model import CLIP
 from miniclip.nn import Parameter
 from miniclip.optim import (SGD, AdamW, clamp_logit_scale, clip_grad_norm, cosine_schedule,
                             param_groups_for_weight_decay)

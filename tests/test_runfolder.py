@@ -89,7 +89,8 @@ from conftest import ctrl_c_during_step  # noqa: E402
 from miniclip import train as train_module, viz  # noqa: E402
 from miniclip.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from miniclip.cli import main  # noqa: E402
-from miniclip.model import CLIP, get_config  # noqa: E402
+from miniclip.config import get_config  # noqa: E402
+from miniclip.model import CLIP  # noqa: E402
 from miniclip.run import run_name  # noqa: E402
 from miniclip.tokenizer import Tokenizer  # noqa: E402
 from miniclip.train import TrainConfig, train  # noqa: E402

@@ -9,7 +9,8 @@ import pytest
 from miniclip import tasks
 from miniclip.checkpoint import save_checkpoint
 from miniclip.cli import main
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP
 from miniclip.tokenizer import Tokenizer
 
 

@@ -71,7 +71,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     model = CLIP(get_config("micro"))
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, model, meta={"step": 1})
@@ -90,7 +91,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, CLIP(get_config("micro")), meta={})
     path.write_bytes(path.read_bytes()[:200])

@@ -122,7 +122,8 @@ def test_tokenize_merges_must_be_positive(capsys):
 
 
 def test_stale_temporaries_removed_at_the_next_save(tmp_path):
-    from miniclip.model import CLIP, get_config
+    from miniclip.config import get_config
+    from miniclip.model import CLIP
     path = tmp_path / "checkpoint.npz"
     for k in range(3):  # what three kill -9s in the middle of a write leave
         (tmp_path / f"checkpoint.npz.x{k}.tmp").write_bytes(b"PK partial")
