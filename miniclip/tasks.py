@@ -201,16 +201,18 @@ def karpathy_task(path, images, split="test", image_size=32, train=True):
 def probe_data(dataset, seed=0, image_size=32, train_size=10000):
     """What a linear / few-shot probe of `dataset` fits and scores, and the zero-shot
     metric it is read beside: (train uint8 (n, S, S, 3), train labels (n,), test uint8,
-    test labels, class names, zero-shot metric name). CIFAR: its class, the first
-    train_size training images; shapes: the main object's shape (train_size images of
-    the train split, the test split)."""
+    test labels, class names, zero-shot metric name). CIFAR: its class, train_size
+    training images drawn at random (seeded), not the first ones: an image-folder archive
+    lists them class by class, so the first 10,000 would be two classes of ten; shapes:
+    the main object's shape (train_size images of the train split, the test split)."""
     if dataset in ("cifar10", "cifar100"):
         from miniclip.data.cifar import load_cifar
         train_images, train_labels, classnames = load_cifar(dataset, "train")
         test_images, test_labels, _ = load_cifar(dataset, "test")
         n = min(train_size, len(train_images))
-        return (train_images[:n], train_labels[:n], test_images, test_labels, classnames,
-                "test/class")
+        subset = np.sort(np.random.default_rng(seed).permutation(len(train_images))[:n])
+        return (train_images[subset], train_labels[subset], test_images, test_labels,
+                classnames, "test/class")
     if dataset == "shapes":
         from miniclip.data.shapes import SHAPES, ShapesDataset
         train = ShapesDataset("train", seed=seed, image_size=image_size, size=train_size)

@@ -104,3 +104,22 @@ def test_cli_few_shot_refuses_a_bad_count(tmp_path, capsys):
     checkpoint = micro_checkpoint(tmp_path / "checkpoint.npz")
     assert main(["eval", "--checkpoint", str(checkpoint), "--few-shot", "1,0"]) == 2
     assert "--few-shot '1,0': '0' is not a count" in capsys.readouterr().err
+
+
+def test_probe_data_draws_training_images_of_every_class(monkeypatch):
+    """An image-folder CIFAR archive lists its training images class by class: the probe's
+    10,000 must be drawn across them, not the first 10,000 (two classes of ten)."""
+    import miniclip.data.cifar as cifar
+    from miniclip.tasks import probe_data
+    labels = np.repeat(np.arange(10), 5000)                       # sorted by class, as on disk
+    images = np.zeros((50000, 2, 2, 3), np.uint8)
+    images[:, 0, 0, 0] = labels                                    # each image knows its class
+    monkeypatch.setattr(cifar, "load_cifar", lambda name, split: (
+        (images, labels, [str(c) for c in range(10)]) if split == "train"
+        else (images[:100], labels[:100], None)))
+    train, train_labels, *_ = probe_data("cifar10", seed=0, image_size=32, train_size=10000)
+    assert len(train_labels) == 10000 and set(train_labels.tolist()) == set(range(10))
+    assert np.bincount(train_labels).min() > 800                   # about 1,000 of each class
+    assert (train[:, 0, 0, 0] == train_labels).all()              # images and labels stay paired
+    again, again_labels, *_ = probe_data("cifar10", seed=0, image_size=32, train_size=10000)
+    assert (again_labels == train_labels).all()                    # the draw is the seed's
