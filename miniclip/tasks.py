@@ -129,11 +129,15 @@ def cifar_task(dataset="cifar10", train=True, preprocess=None):
     from miniclip.data.loader import label_captions
     test_images, test_labels, classnames = load_cifar(dataset, "test")
 
+    # a periodic evaluation's `limit` images: a fixed random sample, since an image-folder
+    # archive lists the test images class by class (the first 1,000 would all be airplanes)
+    sample_order = np.random.default_rng(0).permutation(len(test_images))
+
     def evaluate(model, tokenizer, limit=None):
-        n = len(test_images) if limit is None else min(limit, len(test_images))
+        rows = slice(None) if limit is None else np.sort(sample_order[:limit])
         classifier = zero_shot_classifier(model, classnames, TEMPLATES, tokenizer)
-        features = encode_images(model, test_images[:n], preprocess=preprocess)
-        acc = zero_shot_accuracy(features, test_labels[:n], classifier)
+        features = encode_images(model, test_images[rows], preprocess=preprocess)
+        acc = zero_shot_accuracy(features, test_labels[rows], classifier)
         return {"test/class": acc["top1"], "zero_shot_accuracy": acc["top1"], "top5": acc.get("top5"),
                 "per_class": dict(zip(classnames, np.round(acc["per_class"], 4).tolist()))}
 

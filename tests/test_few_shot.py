@@ -123,3 +123,27 @@ def test_probe_data_draws_training_images_of_every_class(monkeypatch):
     assert (train[:, 0, 0, 0] == train_labels).all()              # images and labels stay paired
     again, again_labels, *_ = probe_data("cifar10", seed=0, image_size=32, train_size=10000)
     assert (again_labels == train_labels).all()                    # the draw is the seed's
+
+
+def test_cifar_periodic_evaluation_samples_every_class(monkeypatch):
+    """train's periodic evaluation scores `limit` test images: on a class-sorted image-folder
+    archive they must be a sample of all classes, not the first `limit` (all airplanes)."""
+    import miniclip.data.cifar as cifar
+    from miniclip import tasks
+    labels = np.repeat(np.arange(10), 1000)                        # the test split, class by class
+    images = np.zeros((10000, 32, 32, 3), np.uint8)
+    monkeypatch.setattr(cifar, "load_cifar", lambda name, split: (images, labels, [str(c) for c in range(10)]))
+    scored = {}
+
+    def fake_accuracy(features, scored_labels, classifier):
+        scored["labels"] = np.asarray(scored_labels)
+        return {"top1": 0.0, "top5": 0.0, "per_class": np.zeros(10)}
+    monkeypatch.setattr(tasks, "zero_shot_accuracy", fake_accuracy)
+    monkeypatch.setattr(tasks, "zero_shot_classifier", lambda *args: None)
+    monkeypatch.setattr(tasks, "encode_images", lambda model, x, preprocess=None: np.zeros((len(x), 4)))
+    task = tasks.cifar_task("cifar10", train=False)
+    task.evaluate(None, None, limit=1000)
+    counts = np.bincount(scored["labels"], minlength=10)
+    assert counts.sum() == 1000 and counts.min() > 60              # about 100 of each class
+    task.evaluate(None, None)
+    assert (scored["labels"] == labels).all()                      # the final evaluation: all of them
