@@ -130,7 +130,7 @@ def shared_run(cfg=None, progress=True):
     return model, tokenizer, meta, run
 
 
-# ---- small experiments (lessons 12 to 14) ---------------------------------------
+# ---- small experiments (lessons 13 to 15) ---------------------------------------
 
 def small_run(steps, batch_size, seed=0, loss="clip", temperature=None, learn_temperature=True,
               objective=None, train_size=2000, lr=2e-3, eval_images=500):
