@@ -141,7 +141,7 @@ def small_run(steps, batch_size, seed=0, loss="clip", temperature=None, learn_te
 
     loss: "clip" or "siglip" (the model gets SigLIP's bias). temperature: the starting τ (None: the
     loss's default); learn_temperature=False holds it there (as --fixed-temperature does).
-    objective(logits_per_image, logits_per_text, rng) -> loss Tensor replaces the loss (lesson 13
+    objective(logits_per_image, logits_per_text, rng) -> loss Tensor replaces the loss (lesson 14
     uses it to hide negatives); rng is the run's own generator.
     Returns {"loss": [per step], "temperature": [per step], "bias": [per step, SigLIP],
     "colour": zero-shot top-1, "shape": zero-shot top-1, "model": the trained model}.
