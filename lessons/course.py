@@ -128,3 +128,69 @@ def shared_run(cfg=None, progress=True):
     print(f"{meta['step']} steps, {summary['wall_seconds'] / 60:.1f} min of training, "
           f"last logged batch loss {losses[-1]:.3f}" if losses else "")
     return model, tokenizer, meta, run
+
+
+# ---- small experiments (lessons 13 to 15) ---------------------------------------
+
+def small_run(steps, batch_size, seed=0, loss="clip", temperature=None, learn_temperature=True,
+              objective=None, train_size=2000, lr=2e-3, eval_images=500):
+    """Train the `micro` CLIP on the captioned shapes for a few steps, in the loop of lesson 07 with
+    the course's recipe (AdamW, no weight decay on logit_scale or the bias, gradient clipping at 1,
+    the clamp of the temperature; a constant learning rate and one caption per image as its only
+    positive, to keep it short), and measure zero-shot colour and shape on held-out test images.
+
+    loss: "clip" or "siglip" (the model gets SigLIP's bias). temperature: the starting τ (None: the
+    loss's default); learn_temperature=False holds it there (as --fixed-temperature does).
+    objective(logits_per_image, logits_per_text, rng) -> loss Tensor replaces the loss (lesson 14
+    uses it to hide negatives); rng is the run's own generator.
+    Returns {"loss": [per step], "temperature": [per step], "bias": [per step, SigLIP],
+    "colour": zero-shot top-1, "shape": zero-shot top-1, "model": the trained model}.
+    """
+    import numpy as np
+
+    from miniclip.data.shapes import ShapesDataset, zero_shot_tasks
+    from miniclip.data.transforms import normalize_batch
+    from miniclip.evaluate import encode_images, zero_shot_accuracy, zero_shot_classifier
+    from miniclip.loss import clip_loss, siglip_loss
+    from miniclip.model import CLIP, get_config
+    from miniclip.optim import AdamW, clamp_logit_scale, clip_grad_norm, param_groups_for_weight_decay
+    from miniclip.tokenizer import Tokenizer, tokenize
+
+    tokenizer = Tokenizer.default()
+    config = dataclasses.replace(get_config("micro"), vocab_size=len(tokenizer), loss=loss,
+                                 init_logit_scale=None if temperature is None else float(np.log(1 / temperature)))
+    model = CLIP(config, seed=seed)
+    model.logit_scale.requires_grad = learn_temperature
+    optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=lr, betas=(0.9, 0.98), eps=1e-6,
+                      weight_decay=0.1)
+    data = ShapesDataset("train", size=train_size)
+    images = normalize_batch(data.arrays())                           # (n, 3, 32, 32)
+    rng = np.random.default_rng(seed)
+    curves = {"loss": [], "temperature": [], "bias": []}
+    for _ in range(steps):
+        batch = rng.choice(train_size, batch_size, replace=False)
+        ids = tokenize(data.captions(batch, rng), config.context_length, truncate=True, tokenizer=tokenizer)
+        logits_per_image, logits_per_text = model(images[batch], ids)     # (B, B) each
+        if objective is not None:
+            value = objective(logits_per_image, logits_per_text, rng)
+        elif loss == "siglip":
+            value = siglip_loss(logits_per_image)
+        else:
+            value = clip_loss(logits_per_image, logits_per_text)
+        optimizer.zero_grad()
+        value.backward()
+        clip_grad_norm(model.parameters(), 1.0)
+        optimizer.step()
+        clamp_logit_scale(model)                                          # τ stays in [0.01, 1]
+        curves["loss"].append(value.item())
+        curves["temperature"].append(float(np.exp(-model.logit_scale.item())))
+        if loss == "siglip":
+            curves["bias"].append(model.logit_bias.item())
+    test = ShapesDataset("test", size=eval_images)
+    features = encode_images(model, test.arrays())
+    tasks = zero_shot_tasks()
+    for attribute in ("colour", "shape"):
+        classifier = zero_shot_classifier(model, *tasks[attribute], tokenizer)
+        curves[attribute] = zero_shot_accuracy(features, test.labels(attribute), classifier)["top1"]
+    curves["model"] = model
+    return curves

@@ -20,7 +20,7 @@ SHARED = {"MINICLIP_FIXTURES": course.FIXTURES, "MINICLIP_ASSETS": course.ASSETS
 
 def test_the_lessons_are_numbered_in_order():
     numbers = [int(nb.name[:2]) for nb in NOTEBOOKS]
-    assert numbers == list(range(1, 12)), [nb.name for nb in NOTEBOOKS]
+    assert numbers == list(range(1, 16)), [nb.name for nb in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
