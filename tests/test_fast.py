@@ -238,6 +238,7 @@ Q, K, V = (RNG.standard_normal((4, 3, 60, 16)) for _ in range(3))
 CAUSAL = np.triu(np.full((60, 60), -np.inf), k=1)
 IMAGES = RNG.standard_normal((3, 8, 9, 9))
 POINTWISE = RNG.standard_normal((5, 8, 1, 1))
+W8, B8 = RNG.standard_normal(8), RNG.standard_normal(8)
 
 # (name, plain class, fast class, differentiable inputs, constants, bit-identical?)
 OPS = [
@@ -252,6 +253,11 @@ OPS = [
     ("conv2d_pointwise", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, POINTWISE, RNG.standard_normal(5)], {}, False),
     ("conv2d_3x3", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, RNG.standard_normal((5, 8, 3, 3))],
      {"padding": 1}, True),
+    ("batch_norm_train", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
+     {"running_mean": np.zeros(8), "running_var": np.ones(8)}, False),
+    ("batch_norm_eval", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
+     {"running_mean": RNG.standard_normal(8), "running_var": RNG.random(8) + 0.5, "training": False},
+     True),
 ]
 
 
@@ -269,6 +275,18 @@ def test_fast_op_equals_plain_op(name, plain, fast, arrays, constants, identical
             np.testing.assert_array_equal(a, b)
         else:
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+
+
+def test_fast_batch_norm_moves_the_running_statistics_like_the_plain_op():
+    stats = []
+    for cls in (conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d):
+        running_mean, running_var = np.full(8, 0.3), np.full(8, 2.0)
+        cls.apply(Tensor(IMAGES), Tensor(W8), Tensor(B8), running_mean=running_mean,
+                  running_var=running_var, momentum=0.2)
+        stats.append((running_mean, running_var))
+    for a, b in zip(*stats):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert not np.allclose(stats[0][0], 0.3)
 
 
 def test_every_fast_op_is_registered_under_its_plain_name():
