@@ -252,7 +252,13 @@ OPS = [
      [Q, K, V], {"mask": CAUSAL}, True),
     ("conv2d_pointwise", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, POINTWISE, RNG.standard_normal(5)], {}, False),
     ("conv2d_3x3", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, RNG.standard_normal((5, 8, 3, 3))],
-     {"padding": 1}, True),
+     {"padding": 1}, False),
+    ("conv2d_3x3_plain_lowering", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [RNG.standard_normal((2, 2, 12, 12)), RNG.standard_normal((3, 2, 3, 3))], {"padding": 1}, True),
+    ("conv2d_3x3_stride2_bias", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [IMAGES, RNG.standard_normal((5, 8, 3, 3)), RNG.standard_normal(5)], {"stride": 2, "padding": 1}, False),
+    ("conv2d_2x3_unpadded", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [IMAGES, RNG.standard_normal((4, 8, 2, 3))], {"stride": 2}, False),
     ("batch_norm_train", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
      {"running_mean": np.zeros(8), "running_var": np.ones(8)}, False),
     ("batch_norm_eval", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
@@ -287,6 +293,14 @@ def test_fast_batch_norm_moves_the_running_statistics_like_the_plain_op():
     for a, b in zip(*stats):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     assert not np.allclose(stats[0][0], 0.3)
+
+
+def test_conv2d_lowerings_are_chosen_by_shape():
+    assert fast_conv_ops.lowering((128, 64, 8, 8), (64, 64, 1, 1), 1, 0) == "pointwise"
+    assert fast_conv_ops.lowering((128, 64, 4, 4), (64, 64, 3, 3), 1, 1) == "channels-last"
+    assert fast_conv_ops.lowering((128, 8, 16, 16), (8, 8, 3, 3), 1, 1) == "plain"
+    assert fast_conv_ops.lowering((1, 8, 2, 2), (8, 4, 3, 3), 1, 1) == "plain"   # channels differ
+    assert fast_conv_ops.lowering(IMAGES.shape, (5, 8, 3, 3), 1, 1) == "channels-last"
 
 
 def test_every_fast_op_is_registered_under_its_plain_name():
