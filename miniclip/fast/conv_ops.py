@@ -26,9 +26,12 @@ from miniclip.autograd import conv_ops
 
 
 def padded_channels_last(x, padding):
-    """x (N, C, H, W) -> a zero-padded channels-last copy (N, H + 2p, W + 2p, C), one pass."""
+    """x (N, C, H, W) -> a zero-padded channels-last copy (N, H + 2p, W + 2p, C), one pass;
+    unpadded, a channels-last view (no copy: the columns are the one copy)."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
+    if not padding:
+        return x.transpose(0, 2, 3, 1)
     x_pad = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=x.dtype)
     x_pad[:, padding:padding + H, padding:padding + W, :] = x.transpose(0, 2, 3, 1)
     return x_pad
@@ -87,8 +90,8 @@ class Conv2d(conv_ops.Conv2d):
         out = cols @ w2.T                                           # the GEMM: (N·Ho·Wo, O)
         if bias is not None:
             out += bias
-        ctx.save_for_backward(cols, w2)
-        ctx.x_shape, ctx.weight_shape = x.shape, weight.shape
+        ctx.save_for_backward(cols, weight)          # the weight, not w2: no copy kept
+        ctx.x_shape = x.shape
         ctx.stride, ctx.padding = stride, padding
         return xp.ascontiguousarray(out.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2))
 
@@ -107,22 +110,23 @@ class Conv2d(conv_ops.Conv2d):
             grad_weight = (g @ xs.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)  # Σ_n g_n x_nᵀ
             grad_bias = g.sum(axis=(0, 2)) if ctx.has_bias else None
             return grad_x, grad_weight, grad_bias
-        cols, w2 = ctx.saved
+        cols, weight = ctx.saved
         N, C, H, W = ctx.x_shape
-        O, _, kh, kw = ctx.weight_shape
+        O, _, kh, kw = weight.shape
         stride, padding = ctx.stride, ctx.padding
         Ho, Wo = grad.shape[2:]
         g = xp.ascontiguousarray(grad.transpose(0, 2, 3, 1)).reshape(N * Ho * Wo, O)   # rows like cols
         grad_weight = xp.ascontiguousarray(                                 # dL/dW = gᵀ · cols
             (g.T @ cols).reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
         grad_bias = g.sum(axis=0) if ctx.has_bias else None                 # dL/db = Σ g
-        grad_cols = (g @ w2).reshape(N, Ho, Wo, kh, kw, C)                  # dL/dcols = g · W
+        # dL/dcols = g · W, with W's own (c, i, j) order (no reordered copy of it)
+        grad_cols = (g @ weight.reshape(O, C * kh * kw)).reshape(N, Ho, Wo, C, kh, kw)
         # col2im, channels-last: each kernel offset's gradient is one strided slice-add
         grad_pad = xp.zeros((N, H + 2 * padding, W + 2 * padding, C), dtype=grad.dtype)
         span_h, span_w = stride * (Ho - 1) + 1, stride * (Wo - 1) + 1
         for di in range(kh):
             for dj in range(kw):
-                grad_pad[:, di:di + span_h:stride, dj:dj + span_w:stride, :] += grad_cols[:, :, :, di, dj, :]
+                grad_pad[:, di:di + span_h:stride, dj:dj + span_w:stride, :] += grad_cols[..., di, dj]
         grad_x = xp.ascontiguousarray(
             grad_pad[:, padding:padding + H, padding:padding + W, :].transpose(0, 3, 1, 2))
         return grad_x, grad_weight, grad_bias
