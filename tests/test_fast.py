@@ -239,6 +239,7 @@ CAUSAL = np.triu(np.full((60, 60), -np.inf), k=1)
 IMAGES = RNG.standard_normal((3, 8, 9, 9))
 POINTWISE = RNG.standard_normal((5, 8, 1, 1))
 W8, B8 = RNG.standard_normal(8), RNG.standard_normal(8)
+SMALL_GRID = RNG.standard_normal((3, 8, 4, 4))       # the fast conv's channels-last lowering
 
 # (name, plain class, fast class, differentiable inputs, constants, bit-identical?)
 OPS = [
@@ -252,13 +253,16 @@ OPS = [
      [Q, K, V], {"mask": CAUSAL}, True),
     ("conv2d_pointwise", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, POINTWISE, RNG.standard_normal(5)], {}, False),
     ("conv2d_3x3", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, RNG.standard_normal((5, 8, 3, 3))],
-     {"padding": 1}, False),
-    ("conv2d_3x3_plain_lowering", conv_ops.Conv2d, fast_conv_ops.Conv2d,
-     [RNG.standard_normal((2, 2, 12, 12)), RNG.standard_normal((3, 2, 3, 3))], {"padding": 1}, True),
+     {"padding": 1}, True),
+    ("conv2d_3x3_channels_last", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((5, 8, 3, 3))], {"padding": 1}, False),
     ("conv2d_3x3_stride2_bias", conv_ops.Conv2d, fast_conv_ops.Conv2d,
-     [IMAGES, RNG.standard_normal((5, 8, 3, 3)), RNG.standard_normal(5)], {"stride": 2, "padding": 1}, False),
+     [SMALL_GRID, RNG.standard_normal((5, 8, 3, 3)), RNG.standard_normal(5)], {"stride": 2, "padding": 1},
+     False),
     ("conv2d_2x3_unpadded", conv_ops.Conv2d, fast_conv_ops.Conv2d,
-     [IMAGES, RNG.standard_normal((4, 8, 2, 3))], {"stride": 2}, False),
+     [SMALL_GRID, RNG.standard_normal((4, 8, 2, 3))], {"stride": 2}, False),
+    ("conv2d_1x1_small_grid", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((6, 8, 1, 1)), RNG.standard_normal(6)], {}, False),
     ("batch_norm_train", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
      {"running_mean": np.zeros(8), "running_var": np.ones(8)}, False),
     ("batch_norm_eval", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
@@ -300,7 +304,15 @@ def test_conv2d_lowerings_are_chosen_by_shape():
     assert fast_conv_ops.lowering((128, 64, 4, 4), (64, 64, 3, 3), 1, 1) == "channels-last"
     assert fast_conv_ops.lowering((128, 8, 16, 16), (8, 8, 3, 3), 1, 1) == "plain"
     assert fast_conv_ops.lowering((1, 8, 2, 2), (8, 4, 3, 3), 1, 1) == "plain"   # channels differ
-    assert fast_conv_ops.lowering(IMAGES.shape, (5, 8, 3, 3), 1, 1) == "channels-last"
+    assert fast_conv_ops.lowering((128, 32, 8, 8), (32, 32, 3, 3), 1, 1) == "plain"
+    assert fast_conv_ops.lowering((128, 256, 2, 2), (128, 256, 1, 1), 1, 0) == "channels-last"
+    tested = {"conv2d_3x3_channels_last", "conv2d_3x3_stride2_bias", "conv2d_2x3_unpadded",
+              "conv2d_1x1_small_grid"}                  # the OPS cases above reach that lowering
+    for name, _, _, arrays, constants, _ in OPS:
+        if name in tested:
+            images, weight = arrays[0], arrays[1]
+            assert fast_conv_ops.lowering(images.shape, weight.shape, constants.get("stride", 1),
+                                          constants.get("padding", 0)) == "channels-last", name
 
 
 def test_every_fast_op_is_registered_under_its_plain_name():
