@@ -5,10 +5,8 @@ runs one block of rows at a time (each block stays in the CPU cache while
 several ufuncs run on it) on the thread pool of parallel.py, in place where an
 array is not needed twice. Each block runs the plain op's ufuncs in the plain
 op's order, so values and gradients equal the plain op's bit for bit except
-LayerNorm's (its row means are matrix-vector products with (1/D, …, 1/D), which
-BLAS runs several times faster than NumPy's short-row reductions, and its
-weight/bias gradients sum the rows in another order) and Linear's bias
-gradient: those are equal to rounding. tests/test_fast.py checks both.
+the LayerNorm weight/bias gradients and Linear's bias gradient (sums over the
+rows in another order: equal to rounding). tests/test_fast.py checks both.
 
 The plain ops are the ones to read; this file only shows how they are made fast.
 """
@@ -63,9 +61,7 @@ class Softmax(nn_ops.Softmax):
 
 
 class LayerNorm(Function):
-    """nn_ops.LayerNorm, in blocks of rows, in place, with one scratch array fewer; each row
-    mean is a matrix-vector product with (1/D, …, 1/D) (BLAS) instead of a reduction.
-    x: (..., D), weight, bias: (D,)"""
+    """nn_ops.LayerNorm, in blocks of rows, in place. x: (..., D), weight, bias: (D,)"""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps=1e-5):
@@ -74,16 +70,15 @@ class LayerNorm(Function):
         x_hat = xp.empty_like(x2)
         rstd = xp.empty((len(x2), 1), dtype=x2.dtype)
         y = xp.empty_like(x2)
-        mean_of = xp.full(x2.shape[1], 1.0 / x2.shape[1], dtype=x2.dtype)   # v @ mean_of = mean(v)
 
         def block(r):
-            c, yr = x_hat[r], y[r]
-            xp.subtract(x2[r], (x2[r] @ mean_of)[:, None], out=c)       # x − mean
-            xp.multiply(c, c, out=yr)                                   # (x − mean)², in y for now
-            rstd[r] = 1.0 / xp.sqrt((yr @ mean_of)[:, None] + eps)      # 1 / √(var + eps)
-            c *= rstd[r]                                                # x̂
-            xp.multiply(c, weight, out=yr)
-            yr += bias                                                  # y = x̂ · weight + bias
+            c = x_hat[r]
+            xp.subtract(x2[r], x2[r].mean(axis=-1, keepdims=True), out=c)   # x − mean
+            var = (c * c).mean(axis=-1, keepdims=True)
+            rstd[r] = 1.0 / xp.sqrt(var + eps)
+            c *= rstd[r]                                  # x̂
+            xp.multiply(c, weight, out=y[r])
+            y[r] += bias                                  # y = x̂ · weight + bias
         split_rows(x2, block)
         ctx.save_for_backward(x_hat, rstd, weight)
         return y.reshape(x.shape)
@@ -95,16 +90,14 @@ class LayerNorm(Function):
         rows = grad.reshape(x_hat.shape)
         grad_x = xp.empty_like(x_hat)
         g_x_hat = xp.empty_like(x_hat)
-        weight_mean = weight / x_hat.shape[1]        # v @ weight_mean = mean(v · weight)
 
         def block(r):
-            xp.multiply(rows[r], x_hat[r], out=g_x_hat[r])              # g·x̂, summed below
-            mean_g_hat = (rows[r] @ weight_mean)[:, None]               # mean(ĝ), ĝ = g · weight
-            mean_g_hat_x_hat = (g_x_hat[r] @ weight_mean)[:, None]      # mean(ĝ·x̂)
+            xp.multiply(rows[r], x_hat[r], out=g_x_hat[r])             # g·x̂, summed below
             g_hat = grad_x[r]
-            xp.multiply(rows[r], weight, out=g_hat)                     # ĝ
-            g_hat -= mean_g_hat
-            g_hat -= x_hat[r] * mean_g_hat_x_hat
+            xp.multiply(rows[r], weight, out=g_hat)                     # ĝ = g · weight
+            projection = x_hat[r] * (g_hat * x_hat[r]).mean(axis=-1, keepdims=True)
+            g_hat -= g_hat.mean(axis=-1, keepdims=True)
+            g_hat -= projection
             g_hat *= rstd[r]                    # rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))
         split_rows(x_hat, block)
         grad_weight = g_x_hat.sum(axis=0)                               # Σ g·x̂
