@@ -358,6 +358,8 @@ def test_trim_text_ids_keeps_up_to_the_last_end_token():
     eos[1, 9] = 5                                              # a second one: the first counts
     assert text.trim_text_ids(eos, eos_token_id=5).shape == (3, 7)
     assert text.trim_text_ids(prompts(config, [15, 2])).shape == (2, 16)
+    on_device = miniclip.strict.asarray(ids)                   # a device: no synchronising read
+    assert text.trim_text_ids(on_device) is on_device
 
 
 @pytest.mark.parametrize("ends", [[5, 7, 4, 6], [5, 76, 3, 8]], ids=["padded", "one-fills-the-context"])

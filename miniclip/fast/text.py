@@ -11,7 +11,13 @@ in training.
 CLIP.encode_text asks the switch for "CLIP.text_ids"; with the fast tier on it
 gets `trim_text_ids`. tests/test_fast.py holds features and every gradient equal
 with and without it.
+
+On the CPU only: for ids on a device (CuPy, or the strict test device), finding T
+is a device-to-host read, a synchronisation per batch that the training loop and
+evaluation are built to avoid (tests/test_strict.py counts them); they run the
+whole context there.
 """
+import numpy as np
 
 
 def trim_text_ids(ids, eos_token_id=None):
@@ -19,7 +25,7 @@ def trim_text_ids(ids, eos_token_id=None):
 
     The end token of a row is its largest id (the first one), or its first
     `eos_token_id` when the config names one: CLIP.encode_text's rule."""
-    if ids.shape[1] == 0 or len(ids) == 0:
-        return ids
+    if type(ids) is not np.ndarray or ids.size == 0:
+        return ids                # on a device, T would cost a synchronising read per batch
     where = ids.argmax(axis=-1) if eos_token_id is None else (ids == eos_token_id).argmax(axis=-1)
     return ids[:, :int(where.max()) + 1]
