@@ -25,6 +25,7 @@ import numpy as np
 
 import miniclip.functional as F
 from miniclip import backend
+from miniclip.autograd import switch
 from miniclip.autograd.tensor import Tensor, as_array
 from miniclip.nn import NO_INIT, Embedding, LayerNorm, Module, Parameter, PatchEmbedding, Transformer
 from miniclip.nn.resnet import ModifiedResNet
@@ -142,12 +143,16 @@ class CLIP(Module):
         """ids: (N, C) token ids (end-of-text = each row's largest id) -> (N, E) Tensor."""
         ids = self.checked_ids(ids)
         xp = backend.get_array_module(ids)
-        x = self.token_embedding(ids) + self.positional_embedding    # (N, C, W)
+        eos = self.config.eos_token_id
+        # the fast tier drops the positions after the batch's last end token (ids (N, T), T ≤ C):
+        # causal attention and end-token pooling make them change nothing (fast/text.py)
+        trim = switch.fast_version("CLIP.text_ids")
+        ids = trim(ids, eos) if trim else ids
+        x = self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]   # (N, T, W)
         x = self.transformer(x)                                      # causal: token t sees 0..t
         # pool at the end-of-text token (the largest id in each row, or the first
         # eos_token_id when the config names one); LayerNorm acts on each token
         # alone, so ln_final after pooling equals OpenAI's ln_final before it
-        eos = self.config.eos_token_id
         where = ids.argmax(axis=-1) if eos is None else (ids == eos).argmax(axis=-1)
         x = x[xp.arange(len(ids)), where]                            # (N, W)
         x = self.ln_final(x)

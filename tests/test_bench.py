@@ -40,3 +40,31 @@ def test_side_by_side_benchmark_runs_miniclip_side(tmp_path):
 def test_step_s_flop_count_matches_the_issue():
     """52.8 GFLOP of matrix products per step-S training step (forward + 2× for backward)."""
     assert workloads.matmul_flops(workloads.WORKLOADS["step-S"]) == pytest.approx(52.79e9, rel=1e-3)
+
+
+def test_profile_charges_each_op_once_and_leaves_the_ops_as_they_were():
+    """bench profile: the families' shares add up to the whole step, GEMM FLOPs are counted
+    (forward + 2× backward), and every wrapped forward/backward is restored afterwards."""
+    from miniclip.autograd.function import Function
+    from miniclip.bench import profile
+    from miniclip.fast import conv_ops as fast_conv_ops
+    from miniclip.optim import AdamW
+    step = AdamW.step
+    before = {cls: (cls.__dict__.get("forward"), cls.__dict__.get("backward"))
+              for cls in [Function, fast_conv_ops.Conv2d] + Function.__subclasses__()}
+    lines = []
+    rows = profile.run(report=lines.append, smoke=True)
+    families = {family for family, *_ in rows}
+    assert {"GEMM", "LayerNorm", "attention", "AdamW", "Python/engine"} <= families
+    assert sum(share for _, _, share, _, _ in rows) == pytest.approx(1.0)
+    gemm = next(row for row in rows if row[0] == "GEMM")
+    assert gemm[3] > 0 and gemm[4] > 0                       # a FLOP rate and the machine's
+    assert any(line.startswith("| GEMM |") for line in lines)
+    after = {cls: (cls.__dict__.get("forward"), cls.__dict__.get("backward")) for cls in before}
+    assert after == before and AdamW.step is step
+
+
+def test_profile_names_an_unknown_workload():
+    from miniclip.bench import profile
+    with pytest.raises(ValueError, match="unknown workload 'step-X'"):
+        profile.run(names=["step-X"])

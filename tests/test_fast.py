@@ -6,6 +6,7 @@ the thread pool changes nothing, and the switch picks the tier (environment, fun
 context manager, a debugger's trace function).
 """
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import miniclip
 import miniclip.functional as F
 from miniclip import Tensor
 from miniclip.autograd import conv_ops, nn_ops, switch
-from miniclip.fast import parallel
+from miniclip.fast import parallel, text
 from miniclip.fast import conv_ops as fast_conv_ops
 from miniclip.fast import nn_ops as fast_nn_ops
 from miniclip.loss import clip_loss
@@ -237,6 +238,8 @@ Q, K, V = (RNG.standard_normal((4, 3, 60, 16)) for _ in range(3))
 CAUSAL = np.triu(np.full((60, 60), -np.inf), k=1)
 IMAGES = RNG.standard_normal((3, 8, 9, 9))
 POINTWISE = RNG.standard_normal((5, 8, 1, 1))
+W8, B8 = RNG.standard_normal(8), RNG.standard_normal(8)
+SMALL_GRID = RNG.standard_normal((3, 8, 4, 4))       # the fast conv's channels-last lowering
 
 # (name, plain class, fast class, differentiable inputs, constants, bit-identical?)
 OPS = [
@@ -251,6 +254,20 @@ OPS = [
     ("conv2d_pointwise", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, POINTWISE, RNG.standard_normal(5)], {}, False),
     ("conv2d_3x3", conv_ops.Conv2d, fast_conv_ops.Conv2d, [IMAGES, RNG.standard_normal((5, 8, 3, 3))],
      {"padding": 1}, True),
+    ("conv2d_3x3_channels_last", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((5, 8, 3, 3))], {"padding": 1}, False),
+    ("conv2d_3x3_stride2_bias", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((5, 8, 3, 3)), RNG.standard_normal(5)], {"stride": 2, "padding": 1},
+     False),
+    ("conv2d_2x3_unpadded", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((4, 8, 2, 3))], {"stride": 2}, False),
+    ("conv2d_1x1_small_grid", conv_ops.Conv2d, fast_conv_ops.Conv2d,
+     [SMALL_GRID, RNG.standard_normal((6, 8, 1, 1)), RNG.standard_normal(6)], {}, False),
+    ("batch_norm_train", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
+     {"running_mean": np.zeros(8), "running_var": np.ones(8)}, False),
+    ("batch_norm_eval", conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d, [IMAGES, W8, B8],
+     {"running_mean": RNG.standard_normal(8), "running_var": RNG.random(8) + 0.5, "training": False},
+     True),
 ]
 
 
@@ -270,11 +287,39 @@ def test_fast_op_equals_plain_op(name, plain, fast, arrays, constants, identical
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(a).max())
 
 
+def test_fast_batch_norm_moves_the_running_statistics_like_the_plain_op():
+    stats = []
+    for cls in (conv_ops.BatchNorm2d, fast_conv_ops.BatchNorm2d):
+        running_mean, running_var = np.full(8, 0.3), np.full(8, 2.0)
+        cls.apply(Tensor(IMAGES), Tensor(W8), Tensor(B8), running_mean=running_mean,
+                  running_var=running_var, momentum=0.2)
+        stats.append((running_mean, running_var))
+    for a, b in zip(*stats):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert not np.allclose(stats[0][0], 0.3)
+
+
+def test_conv2d_lowerings_are_chosen_by_shape():
+    assert fast_conv_ops.lowering((128, 64, 8, 8), (64, 64, 1, 1), 1, 0) == "pointwise"
+    assert fast_conv_ops.lowering((128, 64, 4, 4), (64, 64, 3, 3), 1, 1) == "channels-last"
+    assert fast_conv_ops.lowering((128, 8, 16, 16), (8, 8, 3, 3), 1, 1) == "plain"
+    assert fast_conv_ops.lowering((1, 8, 2, 2), (8, 4, 3, 3), 1, 1) == "plain"   # channels differ
+    assert fast_conv_ops.lowering((128, 32, 8, 8), (32, 32, 3, 3), 1, 1) == "plain"
+    assert fast_conv_ops.lowering((128, 256, 2, 2), (128, 256, 1, 1), 1, 0) == "channels-last"
+    tested = {"conv2d_3x3_channels_last", "conv2d_3x3_stride2_bias", "conv2d_2x3_unpadded",
+              "conv2d_1x1_small_grid"}                  # the OPS cases above reach that lowering
+    for name, _, _, arrays, constants, _ in OPS:
+        if name in tested:
+            images, weight = arrays[0], arrays[1]
+            assert fast_conv_ops.lowering(images.shape, weight.shape, constants.get("stride", 1),
+                                          constants.get("padding", 0)) == "channels-last", name
+
+
 def test_every_fast_op_is_registered_under_its_plain_name():
     fast_ops = {fast for _, _, fast, *_ in OPS}
     for cls in fast_ops:
         assert switch._fast[cls.__name__] is cls
-    assert set(switch._fast) == {cls.__name__ for cls in fast_ops} | {"AdamW.step"}
+    assert set(switch._fast) == {cls.__name__ for cls in fast_ops} | {"AdamW.step", "CLIP.text_ids"}
 
 
 def test_one_clip_step_gives_the_same_loss_and_gradients_in_both_tiers():
@@ -289,6 +334,58 @@ def test_one_clip_step_gives_the_same_loss_and_gradients_in_both_tiers():
         results.append([loss.data] + [p.grad for p in model.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# ---- the text tower up to the batch's last end token (fast/text.py) ---------------------
+
+def prompts(config, ends, seed=0):
+    """ids (N, C): a start token, random words, the end token (the largest id) at `ends`, zeros."""
+    rng = np.random.default_rng(seed)
+    N, C, V = len(ends), config.context_length, config.vocab_size
+    ids = rng.integers(1, V - 2, (N, C))
+    ids[:, 0] = V - 2
+    ids[np.arange(N), ends] = V - 1
+    ids[np.arange(C)[None, :] > np.asarray(ends)[:, None]] = 0
+    return ids
+
+
+def test_trim_text_ids_keeps_up_to_the_last_end_token():
+    config = get_config("micro")
+    ids = prompts(config, [3, 6, 2])
+    assert text.trim_text_ids(ids).shape == (3, 7)
+    eos = ids.copy()
+    eos[eos == config.vocab_size - 1] = 5                      # a config naming its end token
+    eos[1, 9] = 5                                              # a second one: the first counts
+    assert text.trim_text_ids(eos, eos_token_id=5).shape == (3, 7)
+    assert text.trim_text_ids(prompts(config, [15, 2])).shape == (2, 16)
+    on_device = miniclip.strict.asarray(ids)                   # a device: no synchronising read
+    assert text.trim_text_ids(on_device) is on_device
+
+
+@pytest.mark.parametrize("ends", [[5, 7, 4, 6], [5, 76, 3, 8]], ids=["padded", "one-fills-the-context"])
+def test_text_features_and_gradients_equal_with_and_without_trimming(ends):
+    """Five-word prompts padded to 77, and a batch where one caption fills the context:
+    the text features, the loss and every gradient are the same when the fast tier
+    runs the text tower only up to the batch's last end token."""
+    config = dataclasses.replace(get_config("micro"), context_length=77)
+    images, _ = random_batch(config, len(ends), seed=0)
+    ids = prompts(config, ends)
+    switch.use_plain(False)
+    seen, results = [], []
+    for trim in (text.trim_text_ids, lambda ids, eos: ids):
+        switch.register_fast("CLIP.text_ids", lambda ids, eos, trim=trim: seen.append(
+            trim(ids, eos).shape) or trim(ids, eos))
+        try:
+            model = CLIP(config, seed=0).astype(np.float64)
+            features = model.encode_text(ids)
+            loss = clip_loss(*model(images.astype(np.float64), ids))
+            loss.backward()
+        finally:
+            switch.register_fast("CLIP.text_ids", text.trim_text_ids)
+        results.append([features.data, loss.data] + [p.grad for p in model.parameters()])
+    assert seen[0] == (len(ends), max(ends) + 1) and seen[-1] == (len(ends), 77)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 
 
 # ---- the switch ---------------------------------------------------------------------------

@@ -211,7 +211,9 @@ def test_export_hf_pools_where_miniclip_pools_for_a_larger_vocabulary(tmp_path):
 
 def test_an_eos_token_id_in_the_config_pools_at_its_first_occurrence():
     config = dataclasses.replace(get_config("micro"), eos_token_id=5)
-    model = CLIP(config)
+    # float64: the fast tier runs the text tower up to the last end token only, which
+    # changes float32 rounding (not the value) against this full-length reference
+    model = CLIP(config).astype(np.float64)
     ids = np.zeros((2, 16), dtype=np.int64)
     ids[0, :4] = [1, 5, 900, 5]
     ids[1, :3] = [7, 8, 5]

@@ -1,4 +1,4 @@
-"""`python -m miniclip bench [autograd|model|tokenizer|data|distributed|all]`: miniclip's own figures.
+"""`python -m miniclip bench [autograd|model|tokenizer|data|distributed|profile|all]`: miniclip's own figures.
 
 Speed and memory goals live here, never in timed tests. Each benchmark
 prints what it measured; figures depend on the machine (report it with them).
@@ -7,6 +7,7 @@ prints what it measured; figures depend on the machine (report it with them).
     workloads.py  the configs and batches, shared with the side-by-side benchmark
     model.py      forward / backward / training-step speed and memory
     tokenizer.py  BPE encode against a plain reference, train_bpe
+    profile.py    each op family's share of a step, against the machine's GEMM rate and bandwidth
 
 Against PyTorch eager, in alternating processes: `python benchmarks/vs_torch.py`
 at the repository root (needs torch; never imported by the package).
@@ -90,8 +91,14 @@ def bench_distributed(report=print, smoke=False):
         distributed.run(report=report)
 
 
+def bench_profile(report=print, smoke=False):
+    """Per op family: each part's share of step S, step M, ViT-B/32 inference, cifar-rn."""
+    from miniclip.bench import profile
+    profile.run(report=report, smoke=smoke)
+
+
 BENCHES = {"autograd": bench_autograd, "model": bench_model, "tokenizer": bench_tokenizer,
-           "data": bench_data, "distributed": bench_distributed}
+           "data": bench_data, "distributed": bench_distributed, "profile": bench_profile}
 
 
 def main(what=("all",), smoke=False, report=print):

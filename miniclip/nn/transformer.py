@@ -48,7 +48,8 @@ class ResidualAttentionBlock(Module):
 class Transformer(Module):
     """`layers` residual blocks of `width` with `heads` heads.  x: (N, T, W) -> (N, T, W)
 
-    attn_mask: an additive (T, T) array used by every block (None: no mask).
+    attn_mask: an additive (C, C) array used by every block (None: no mask); a
+    sequence of T ≤ C tokens uses its top-left (T, T).
     mlp_width, activation, eps: each block's MLP hidden width (None: 4W), its
     activation, and the LayerNorm eps.
     """
@@ -63,8 +64,10 @@ class Transformer(Module):
         self.register_buffer("attn_mask", attn_mask)
 
     def forward(self, x):
+        T = x.shape[1]                 # T may be shorter than the mask: its top-left (T, T) applies
+        mask = None if self.attn_mask is None else self.attn_mask[:T, :T]
         for block in self.resblocks:
-            x = block(x, mask=self.attn_mask)
+            x = block(x, mask=mask)
         return x
 
     def extra_repr(self):
