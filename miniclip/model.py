@@ -147,7 +147,7 @@ class CLIP(Module):
         # the fast tier drops the positions after the batch's last end token (ids (N, T), T ≤ C):
         # causal attention and end-token pooling make them change nothing (fast/text.py)
         trim = switch.fast_version("CLIP.text_ids")
-        ids = trim(ids, eos) if trim else ids
+        ids = trim(ids, eos, self.transformer.attn_mask) if trim else ids
         x = self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]   # (N, T, W)
         x = self.transformer(x)                                      # causal: token t sees 0..t
         # pool at the end-of-text token (the largest id in each row, or the first

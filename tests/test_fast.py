@@ -22,7 +22,8 @@ from miniclip.fast import parallel, text
 from miniclip.fast import conv_ops as fast_conv_ops
 from miniclip.fast import nn_ops as fast_nn_ops
 from miniclip.loss import clip_loss
-from miniclip.model import CLIP, get_config
+from miniclip.config import get_config
+from miniclip.model import CLIP, causal_mask
 from miniclip.bench.workloads import random_batch
 from miniclip.optim import AdamW, clip_grad_norm, param_groups_for_weight_decay
 
@@ -351,39 +352,50 @@ def prompts(config, ends, seed=0):
 
 def test_trim_text_ids_keeps_up_to_the_last_end_token():
     config = get_config("micro")
+    causal = causal_mask(config.context_length)
     ids = prompts(config, [3, 6, 2])
-    assert text.trim_text_ids(ids).shape == (3, 7)
+    assert text.trim_text_ids(ids, None, causal).shape == (3, 7)
     eos = ids.copy()
     eos[eos == config.vocab_size - 1] = 5                      # a config naming its end token
     eos[1, 9] = 5                                              # a second one: the first counts
-    assert text.trim_text_ids(eos, eos_token_id=5).shape == (3, 7)
-    assert text.trim_text_ids(prompts(config, [15, 2])).shape == (2, 16)
+    assert text.trim_text_ids(eos, 5, causal).shape == (3, 7)
+    assert text.trim_text_ids(prompts(config, [15, 2]), None, causal).shape == (2, 16)
     on_device = miniclip.strict.asarray(ids)                   # a device: no synchronising read
-    assert text.trim_text_ids(on_device) is on_device
+    assert text.trim_text_ids(on_device, None, causal) is on_device
+    # without a causal mask every position can reach the pooled row: nothing is cut
+    assert text.trim_text_ids(ids, None, None) is ids
+    leaky = causal.copy()
+    leaky[0, 5] = 0.0                                          # token 0 may see token 5
+    assert text.trim_text_ids(ids, None, leaky) is ids
 
 
-@pytest.mark.parametrize("ends", [[5, 7, 4, 6], [5, 76, 3, 8]], ids=["padded", "one-fills-the-context"])
-def test_text_features_and_gradients_equal_with_and_without_trimming(ends):
-    """Five-word prompts padded to 77, and a batch where one caption fills the context:
-    the text features, the loss and every gradient are the same when the fast tier
-    runs the text tower only up to the batch's last end token."""
+@pytest.mark.parametrize("ends, masked", [([5, 7, 4, 6], True), ([5, 76, 3, 8], True),
+                                          ([5, 7, 4, 6], False)],
+                         ids=["padded", "one-fills-the-context", "no-mask"])
+def test_text_features_and_gradients_equal_with_and_without_trimming(ends, masked):
+    """Five-word prompts padded to 77, a batch where one caption fills the context, and a
+    text tower whose causal mask was removed (every position then counts): the text
+    features, the loss and every gradient are the same with the fast tier's trimming as
+    with the whole context."""
     config = dataclasses.replace(get_config("micro"), context_length=77)
     images, _ = random_batch(config, len(ends), seed=0)
     ids = prompts(config, ends)
     switch.use_plain(False)
     seen, results = [], []
-    for trim in (text.trim_text_ids, lambda ids, eos: ids):
-        switch.register_fast("CLIP.text_ids", lambda ids, eos, trim=trim: seen.append(
-            trim(ids, eos).shape) or trim(ids, eos))
+    for trim in (text.trim_text_ids, lambda ids, eos, mask: ids):
+        switch.register_fast("CLIP.text_ids", lambda ids, eos, mask, trim=trim: seen.append(
+            trim(ids, eos, mask).shape) or trim(ids, eos, mask))
         try:
             model = CLIP(config, seed=0).astype(np.float64)
+            if not masked:
+                model.transformer.attn_mask = None
             features = model.encode_text(ids)
             loss = clip_loss(*model(images.astype(np.float64), ids))
             loss.backward()
         finally:
             switch.register_fast("CLIP.text_ids", text.trim_text_ids)
         results.append([features.data, loss.data] + [p.grad for p in model.parameters()])
-    assert seen[0] == (len(ends), max(ends) + 1) and seen[-1] == (len(ends), 77)
+    assert seen[0] == (len(ends), max(ends) + 1 if masked else 77) and seen[-1] == (len(ends), 77)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
 

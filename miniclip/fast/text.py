@@ -20,12 +20,21 @@ whole context there.
 import numpy as np
 
 
-def trim_text_ids(ids, eos_token_id=None):
+def is_causal(attn_mask):
+    """True when the additive mask hides every later position (−inf strictly above the diagonal)."""
+    return attn_mask is not None and bool(np.isneginf(attn_mask[np.triu_indices(len(attn_mask), 1)]).all())
+
+
+def trim_text_ids(ids, eos_token_id=None, attn_mask=None):
     """ids (N, C) -> ids[:, :T] (N, T), T = 1 + the batch's last end-token position.
 
     The end token of a row is its largest id (the first one), or its first
-    `eos_token_id` when the config names one: CLIP.encode_text's rule."""
-    if type(ids) is not np.ndarray or ids.size == 0:
+    `eos_token_id` when the config names one: CLIP.encode_text's rule. Only under a
+    causal attn_mask: without one (or with any mask that lets a token see later ones)
+    every position can change the pooled row, and ids come back whole."""
+    if type(ids) is not np.ndarray or ids.size == 0 or type(attn_mask) is not np.ndarray:
         return ids                # on a device, T would cost a synchronising read per batch
+    if not is_causal(attn_mask):
+        return ids
     where = ids.argmax(axis=-1) if eos_token_id is None else (ids == eos_token_id).argmax(axis=-1)
     return ids[:, :int(where.max()) + 1]
