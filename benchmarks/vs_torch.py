@@ -55,7 +55,10 @@ REPEATS = None               # --repeats: timed runs per process instead of each
 def workload_named(name):
     workload = WORKLOADS[name]
     if SMOKE:
-        from miniclip.config import get_config
+        try:
+            from miniclip.config import get_config
+        except ImportError:                      # a --baseline checkout from before config.py
+            from miniclip.model import get_config
         workload = dataclasses.replace(workload, config=get_config("micro"), batch=4, repeats=1)
     return workload
 
