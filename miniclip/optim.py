@@ -17,8 +17,8 @@ defaults. `step()` updates the parameter arrays in place with plain array
 math (no Tensors, so no graph): one vectorised update per parameter.
 
 With the fast tier on (autograd/switch.py), AdamW's step runs the same
-arithmetic on flat buffers, in blocks on every core (miniclip/fast/adamw.py):
-bit-for-bit the per-parameter update below.
+arithmetic in place, in blocks on every core (miniclip/fast/adamw.py):
+bit-for-bit the per-parameter update below, on the same state arrays.
 """
 import math
 
@@ -39,7 +39,6 @@ class Optimizer:
         self.param_groups = [{**defaults, **group, "params": list(group["params"])} for group in groups]
         self.steps = 0                 # how many times step() has run
         self.state = {}                # "<kind>/<i>" -> array, i = position in all_params()
-        self.flat = None               # the fast tier's flat buffers (miniclip/fast/adamw.py)
 
     def all_params(self):
         """Every parameter, group after group (the index i of the state names)."""
@@ -129,8 +128,8 @@ class AdamW(Optimizer):
     def step(self):
         """Update every parameter that has a gradient, one at a time (update_one).
 
-        With the fast tier on, miniclip/fast/adamw.py does the same arithmetic on flat
-        buffers instead (it returns False, leaving it to the loop, when it cannot)."""
+        With the fast tier on, miniclip/fast/adamw.py does the same arithmetic in place,
+        in blocks (it returns False, leaving it to the loop, when it cannot)."""
         self.steps += 1
         fast_step = switch.fast_version("AdamW.step")
         if fast_step is not None and fast_step(self):

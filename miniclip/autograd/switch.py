@@ -4,8 +4,8 @@ miniclip has two tiers of ops. The plain tier (this package: ops.py, nn_ops.py,
 conv_ops.py, and optim.AdamW) is what you read and step through: whole-array
 NumPy/CuPy calls on one thread, each forward and backward a few lines. The
 fast tier (miniclip/fast/) does the same arithmetic in blocks of rows on a
-thread pool, in place, with the optimiser's parameters packed in flat arrays;
-tests hold it equal to the plain tier. The fast tier registers its versions
+thread pool, in place (the AdamW update too); tests hold it equal to the plain
+tier. The fast tier registers its versions
 here by the plain op's name, and every call site asks `op(Plain)` which class
 to run:
 

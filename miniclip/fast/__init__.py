@@ -3,8 +3,7 @@
     parallel.py      a small chunked thread pool for elementwise work, and the thread count
     nn_ops.py        Softmax, LayerNorm, QuickGELU, attention, Linear: blocks of rows, in place
     conv_ops.py      Conv2d's 1×1 case as a batched matmul; BatchNorm2d with BLAS sums
-    flat_params.py   parameters packed as views of one flat array
-    adamw.py         AdamW's update on the flat arrays, in blocks on every core
+    adamw.py         AdamW's update in place, in blocks on every core
     text.py          the text tower's ids up to the batch's last end token (an exact saving)
 
 Importing this package registers each fast version with the switch
@@ -21,7 +20,7 @@ from miniclip.fast import adamw, conv_ops, nn_ops, text
 for _op in (nn_ops.Softmax, nn_ops.LayerNorm, nn_ops.QuickGELU, nn_ops.Linear,
             nn_ops.ScaledDotProductAttention, conv_ops.Conv2d, conv_ops.BatchNorm2d):
     register_fast(_op.__name__, _op)
-register_fast("AdamW.step", adamw.flat_adamw_step)
+register_fast("AdamW.step", adamw.adamw_step)
 register_fast("CLIP.text_ids", text.trim_text_ids)
 
 __all__ = ["adamw", "conv_ops", "nn_ops", "text"]

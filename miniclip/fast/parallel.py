@@ -65,8 +65,11 @@ def busy_cores_now(interval=0.1):
     Reads /proc/stat (Linux) twice, `interval` seconds apart, while this process
     sleeps: busy = the time those cores spent neither idle nor waiting for
     disk (time a virtual machine's host gave to other guests, "steal",
-    counts as busy). The 1-minute load average would also count processes that
-    finished seconds ago, such as the pip install just before a first run.
+    counts as busy), less this process's own CPU time meanwhile: BLAS's threads
+    keep spinning for a while after a matrix product, and the count is decided
+    at the first fast op, often just after one. The 1-minute load average would
+    also count processes that finished seconds ago, such as the pip install just
+    before a first run.
     """
     def sample():
         with open("/proc/stat") as f:                # "cpuN user nice system idle iowait ..."
@@ -75,9 +78,9 @@ def busy_cores_now(interval=0.1):
         return {cpu: (sum(t), t[3] + t[4]) for cpu, t in times.items() if cpu in cores}
     try:
         cores = os.sched_getaffinity(0)
-        before = sample()
+        before, own_before, wall_before = sample(), time.process_time(), time.monotonic()
         time.sleep(interval)
-        after = sample()
+        after, own_after, wall_after = sample(), time.process_time(), time.monotonic()
     except (AttributeError, OSError, ValueError, IndexError):
         return None
     busy = 0.0
@@ -85,7 +88,8 @@ def busy_cores_now(interval=0.1):
         total = after[cpu][0] - before[cpu][0]
         idle = after[cpu][1] - before[cpu][1]
         busy += (total - idle) / total if total > 0 else 0.0
-    return busy
+    own = (own_after - own_before) / max(wall_after - wall_before, 1e-9)   # cores this process used
+    return max(0.0, busy - own)
 
 
 def idle_cores():
