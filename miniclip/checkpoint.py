@@ -11,11 +11,14 @@ function of (seed, epoch, batch), so the step alone says where to go on.
 It is a plain NumPy archive (np.load reads it without pickle).
 
 Writes are atomic (miniclip.fileio.atomic_write): a crash mid-write leaves
-the previous file intact. Reading a checkpoint to build a model
-(model_from_checkpoint) checks the sizes its arrays declare against its saved
-config before any array is read, and refuses NaN or infinite weights.
+the previous file intact. Reading one checks the sizes its arrays declare (the
+.npy headers) against the bytes stored, and the optimiser's against the
+weights', before any array is read; building a model from one
+(model_from_checkpoint) also checks the weights' sizes against its saved
+config, and refuses NaN or infinite weights.
 """
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from miniclip.backend import to_numpy
 from miniclip.config import CLIPConfig
 from miniclip.fileio import atomic_write, remove_stale_temporaries
 from miniclip.formats.checks import CheckpointError, check_config_fits_state, check_finite
-from miniclip.formats.npz import npz_json, npz_param_shapes
+from miniclip.formats.npz import npz_declared, npz_json, npz_param_shapes
 from miniclip.model import CLIP
 from miniclip.tokenizer import Tokenizer
 
@@ -49,11 +52,14 @@ def load_checkpoint(path, optimiser=True):
     """Read a checkpoint: {'params': {name: array}, 'optim': {key: array}, 'meta': dict}.
 
     optimiser=False leaves the optimiser's arrays on disk ('optim' is then {}).
+    Every array's declared size is checked against the bytes its zip entry holds
+    before np.load allocates it (a small crafted file must not allocate gigabytes).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
+        check_declared_sizes(npz_declared(path), path)   # headers only: nothing allocated yet
         with np.load(path, allow_pickle=False) as archive:
             params = {k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")}
             optim = {k[len("optim/"):]: archive[k] for k in archive.files
@@ -66,6 +72,19 @@ def load_checkpoint(path, optimiser=True):
     if not params:
         raise ValueError(f"{path} holds no 'param/*' arrays: not a miniclip checkpoint")
     return {"params": params, "optim": optim, "meta": meta}
+
+
+def check_declared_sizes(declared, path):
+    """Refuse a checkpoint whose optimiser arrays declare more numbers than the optimiser
+    can hold: AdamW keeps two per weight (m and v), SGD one. declared: npz_declared's dict."""
+    def numbers(prefix):
+        return sum(math.prod(shape) for name, (shape, _dtype) in declared.items()
+                   if name.startswith(prefix))
+    weights, optimiser = numbers("param/"), numbers("optim/")
+    if optimiser > 2 * weights + 1:                                  # + 1: the step count
+        raise CheckpointError(f"{path}: its optimiser arrays declare {optimiser:,} numbers for "
+                              f"{weights:,} weights (at most two per weight): the file is damaged "
+                              f"or crafted")
 
 
 def _config_from_meta(fields, params, path):

@@ -1,8 +1,12 @@
 """Run-folder guards (issue 12, item 2 and 3): the lock, metrics.jsonl repair, stop signals."""
+import io
 import json
+import math
 import os
 import signal
 import subprocess
+import tracemalloc
+import zipfile
 from pathlib import Path
 import sys
 
@@ -257,6 +261,56 @@ def test_the_previous_checkpoint_is_kept_and_offered(tmp_path, capsys):
     assert load_checkpoint(run / "checkpoint.npz")["meta"]["step"] == 6
     np.testing.assert_array_equal(load_checkpoint(run / "checkpoint.npz")["params"]["logit_scale"],
                                   np.load(io_bytes(good))["param/logit_scale"])
+
+
+def declaring(checkpoint, member, shape):
+    """Rewrite `member` of the .npz `checkpoint` as a deflated .npy whose header declares
+    `shape` float32s over 4 KiB of zeros, and patch its zip entry's uncompressed size
+    (local header and central directory) to match: what a crafted file does."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": shape})
+    with zipfile.ZipFile(checkpoint, "w") as archive:
+        for name, data in members.items():
+            if name == member:
+                archive.writestr(name, header.getvalue() + bytes(1 << 12), zipfile.ZIP_DEFLATED)
+            else:
+                archive.writestr(name, data)
+    raw = bytearray(checkpoint.read_bytes())
+    size = (len(header.getvalue()) + 4 * math.prod(shape)).to_bytes(4, "little")
+    # (signature, offset of the name length, of the name, of the uncompressed size)
+    for signature, length_at, name_at, size_at in ((b"PK\x03\x04", 26, 30, 22),
+                                                   (b"PK\x01\x02", 28, 46, 24)):
+        at = raw.find(signature)
+        while at >= 0:
+            length = int.from_bytes(raw[at + length_at:at + length_at + 2], "little")
+            if raw[at + name_at:at + name_at + length] == member.encode():
+                raw[at + size_at:at + size_at + 4] = size
+            at = raw.find(signature, at + 4)
+    checkpoint.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("member", ["param/visual.proj.npy", "optim/exp_avg/0.npy"])
+def test_resume_from_a_small_file_declaring_gigabytes_allocates_nothing(tmp_path, capsys, member):
+    """A checkpoint of a few hundred kilobytes whose one array declares 1 GiB: --resume
+    refuses it from the .npy headers (was: np.load allocated the gigabyte first)."""
+    cfg = micro_run(tmp_path, steps=2, checkpoint_every=2)
+    assert main(cli_flags(cfg)) == 0
+    checkpoint = tmp_path / "run" / "checkpoint.npz"
+    declaring(checkpoint, member, (1 << 28,))
+    assert checkpoint.stat().st_size < 4 << 20
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        assert main(cli_flags(cfg) + ["--resume"]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = error_lines(capsys)
+    assert len(err) == 1 and str(checkpoint) in err[0] and "crafted" in err[0], err
+    assert peak < 256 << 20, f"{peak:,} bytes allocated"
 
 
 def io_bytes(data):
