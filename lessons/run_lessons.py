@@ -123,8 +123,8 @@ def execute(path, fast=False, save=True, timeout=None, env=None):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(LESSONS)}})
-    # threads: miniclip gives BLAS and its pool the cores idle when the kernel imports it
-    # (miniclip/autograd/parallel.py), so a busy machine gets one thread, a quiet one all
+    # threads: miniclip gives BLAS and its pool the cores idle when its fast tier first runs
+    # (miniclip/fast/parallel.py), so a busy machine gets one thread, a quiet one all
     with environment(MINICLIP_FAST="1" if fast else "0", **(env or {})):
         start = time.perf_counter()
         client.execute()
