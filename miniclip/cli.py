@@ -21,7 +21,7 @@ TRAIN_EXAMPLES = """examples:
 
 EVAL_EXAMPLES = """examples:
   python -m miniclip eval --checkpoint runs/shapes-tiny/checkpoint.npz
-  python -m miniclip eval --checkpoint runs/cifar10-tiny/checkpoint.npz --dataset cifar10 --linear-probe
+  python -m miniclip eval --checkpoint runs/cifar10-cifar-rn/checkpoint.npz --dataset cifar10 --linear-probe
   python -m miniclip eval --checkpoint runs/cifar10-cifar-rn/checkpoint.npz --few-shot 1,2,4,8,16
   python -m miniclip eval --checkpoint ViT-B/32 --dataset cifar100       # the paper's protocol
   python -m miniclip eval --checkpoint ViT-B/32 --dataset karpathy:flickr30k/dataset_flickr30k.json \\
@@ -29,7 +29,7 @@ EVAL_EXAMPLES = """examples:
 """
 
 ZEROSHOT_EXAMPLES = """examples:
-  python -m miniclip zeroshot --checkpoint runs/cifar10-tiny/checkpoint.npz cat.jpg \\
+  python -m miniclip zeroshot --checkpoint runs/cifar10-cifar-rn/checkpoint.npz cat.jpg \\
       --labels "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
   python -m miniclip zeroshot --checkpoint ViT-B/32 photo.jpg --labels "a dog,a cat,a diagram"
 """

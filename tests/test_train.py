@@ -141,7 +141,7 @@ def test_cli_defaults_are_train_config_defaults(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("dataset, model, length", [
     ("shapes", "tiny", ("steps", train_module.DATASET_DEFAULTS["shapes"]["steps"])),
-    ("cifar10", "cifar-tiny", ("time_budget", 10.0)),
+    ("cifar10", "cifar-rn", ("time_budget", 10.0)),
     ("csv:pairs.tsv", "tiny", ("epochs", 10.0)),
 ])
 def test_per_dataset_defaults_live_in_train_config(dataset, model, length):
