@@ -48,18 +48,20 @@ def save_checkpoint(path, model, optimizer=None, meta=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path, optimiser=True):
+def load_checkpoint(path, optimiser=True, max_weights=None):
     """Read a checkpoint: {'params': {name: array}, 'optim': {key: array}, 'meta': dict}.
 
     optimiser=False leaves the optimiser's arrays on disk ('optim' is then {}).
     Every array's declared size is checked against the bytes its zip entry holds
-    before np.load allocates it (a small crafted file must not allocate gigabytes).
+    before np.load allocates it (a small crafted file must not allocate gigabytes),
+    the optimiser's against the weights', and the weights' against max_weights
+    (numbers) when given.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        check_declared_sizes(npz_declared(path), path)   # headers only: nothing allocated yet
+        check_declared_sizes(npz_declared(path), path, max_weights)   # headers only: nothing allocated yet
         with np.load(path, allow_pickle=False) as archive:
             params = {k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")}
             optim = {k[len("optim/"):]: archive[k] for k in archive.files
@@ -74,13 +76,17 @@ def load_checkpoint(path, optimiser=True):
     return {"params": params, "optim": optim, "meta": meta}
 
 
-def check_declared_sizes(declared, path):
-    """Refuse a checkpoint whose optimiser arrays declare more numbers than the optimiser
-    can hold: AdamW keeps two per weight (m and v), SGD one. declared: npz_declared's dict."""
+def check_declared_sizes(declared, path, max_weights=None):
+    """Refuse a checkpoint whose weights declare more than max_weights numbers (when given),
+    or whose optimiser arrays declare more numbers than the optimiser can hold: AdamW keeps
+    two per weight (m and v), SGD one. declared: npz_declared's dict."""
     def numbers(prefix):
         return sum(math.prod(shape) for name, (shape, _dtype) in declared.items()
                    if name.startswith(prefix))
     weights, optimiser = numbers("param/"), numbers("optim/")
+    if max_weights is not None and weights > max_weights:
+        raise CheckpointError(f"{path}: its weights declare {weights:,} numbers, at most "
+                              f"{max_weights:,} expected: the file is damaged or crafted")
     if optimiser > 2 * weights + 1:                                  # + 1: the step count
         raise CheckpointError(f"{path}: its optimiser arrays declare {optimiser:,} numbers for "
                               f"{weights:,} weights (at most two per weight): the file is damaged "

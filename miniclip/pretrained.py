@@ -31,7 +31,7 @@ from miniclip.formats.checks import (CheckpointError, check_config_fits_state, c
 from miniclip.formats.config_json import ConfigJSON
 from miniclip.formats.huggingface import (config_from_hf, export_hf, hf_to_openai, openai_to_hf,
                                           read_hf_config, read_hf_tokenizer, write_hf_tokenizer)
-from miniclip.formats.npz import npz_declared, npz_param_shapes
+from miniclip.formats.npz import npz_param_shapes
 from miniclip.formats.openclip import read_open_clip_config
 from miniclip.formats.safetensors import read_safetensors, write_safetensors
 from miniclip.formats.torch_archive import read_torch_checkpoint, save_torch_state_dict
@@ -77,7 +77,6 @@ def read_weights_file(path):
     if path.endswith(".safetensors"):
         return read_safetensors(path)
     if path.endswith(".npz"):
-        npz_declared(path)      # every array's declared size fits its zip entry, before np.load allocates it
         try:  # a miniclip checkpoint: only its weights (it also holds optimiser state)
             return load_checkpoint(path, optimiser=False)["params"]
         except ValueError as e:

@@ -44,8 +44,6 @@ import numpy as np
 
 from miniclip import backend, distributed
 from miniclip.checkpoint import load_checkpoint, save_checkpoint
-from miniclip.formats.checks import CheckpointError
-from miniclip.formats.npz import npz_param_shapes
 from miniclip.fileio import atomic_write
 from miniclip.evaluate import encode_images, encode_texts
 from miniclip.runfolder import RunLock, repair_metrics, stop_requests
@@ -247,17 +245,12 @@ class Run:
             yield self
 
     def _read_checkpoint(self):
-        """The checkpoint, once its weights' declared sizes (the .npy headers) are checked: at
-        most twice this run's model, so a small damaged or crafted file cannot make np.load
-        allocate gigabytes (a checkpoint of another model is refused by _check_resume)."""
-        path = self.checkpoint_path
+        """The checkpoint, its weights declaring at most twice this run's model (checked in
+        the .npy headers, so a small damaged or crafted file cannot make np.load allocate
+        gigabytes; a checkpoint of another model is refused by _check_resume)."""
         try:
-            declared = sum(math.prod(shape) for shape in npz_param_shapes(path).values())
             model_size = sum(param.size for param in self.model.parameters())
-            if declared > 2 * model_size:
-                raise CheckpointError(f"{path}: its weights declare {declared:,} numbers, this run's "
-                                      f"model has {model_size:,}: the file is damaged or crafted")
-            return load_checkpoint(path)
+            return load_checkpoint(self.checkpoint_path, max_weights=2 * model_size)
         except ValueError as err:
             raise damaged_checkpoint(self.checkpoint_path, err.__cause__ or err) from None
 

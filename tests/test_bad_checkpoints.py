@@ -504,3 +504,14 @@ def test_npz_declared_sizes_are_read_from_the_headers_alone(tmp_path):
     path = npz_bomb(tmp_path, 1 << 29)
     shape, dtype = npz_declared(path)["param/visual.proj"]
     assert shape == (1 << 29,) and dtype == np.float32
+
+
+def test_load_checkpoint_refuses_weights_over_max_weights(tmp_path):
+    """load_checkpoint(max_weights=) refuses from the headers a file whose weights declare
+    more numbers than the caller expects (--resume: twice its model), and reads one within."""
+    from miniclip.checkpoint import load_checkpoint
+    path = tmp_path / "small.npz"
+    np.savez(path, **{"param/a": np.zeros((3, 4), np.float32), "param/b": np.zeros(5, np.float32)})
+    assert set(load_checkpoint(path, max_weights=17)["params"]) == {"a", "b"}
+    with pytest.raises(ValueError, match="declare 17 numbers, at most 16"):
+        load_checkpoint(path, max_weights=16)
