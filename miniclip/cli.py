@@ -90,7 +90,8 @@ def _parser():
     t.add_argument("--csv-caption-key", default=d.csv_caption_key,
                    help="csv:PATH: the column of captions (default: %(default)s)")
     t.add_argument("--images", help="karpathy:PATH: the folder holding the images")
-    t.add_argument("--eval-every", type=int, help="steps between evaluations (default: 5 per run)")
+    t.add_argument("--eval-every", type=int,
+                   help="steps between evaluations (default: 5 per run; every 200 with --time-budget)")
     t.add_argument("--log-every", type=int, default=d.log_every,
                    help="steps between lines of metrics.jsonl (default: %(default)s)")
     t.add_argument("--loss", default=d.loss, choices=["clip", "siglip"],

@@ -101,7 +101,8 @@ class TrainConfig:
     image_size: int = 32
     train_size: int | None = None      # shapes: number of training images
     log_every: int = 10
-    eval_every: int | None = None      # steps between evaluations (default: 5 per run)
+    eval_every: int | None = None      # steps between evaluations (default: 5 per run;
+                                       # every 200 steps with a time_budget)
     checkpoint_every: int = 200
     eval_images: int = 1000            # test images for the periodic (not final) evaluation
     loss: str = "clip"                 # clip (softmax, OpenAI's) | siglip (sigmoid, Zhai et al. 2023)
